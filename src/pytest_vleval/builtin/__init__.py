@@ -1,0 +1,10 @@
+"""Built-in reference models: tiny Qwen3-VL checkpoints built and trained locally (see `build` and `train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+BUILTIN_MODELS: dict[str, Path] = {"tiny": BUILTIN_DIR / "tiny", "tiny-v0": BUILTIN_DIR / "tiny-v0"}
+
+__all__ = ["BUILTIN_DIR", "BUILTIN_MODELS"]
