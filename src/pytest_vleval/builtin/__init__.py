@@ -1,4 +1,4 @@
-"""Built-in reference models: tiny Qwen3-VL checkpoints built and trained locally (see `build` and `train`)."""
+"""Built-in reference models: tiny Qwen3-VL checkpoints built and trained locally (`build`, `train`)."""
 
 from __future__ import annotations
 
