@@ -1,0 +1,21 @@
+"""Hooks that pytest-vleval offers to conftest.py files and other plugins."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_vleval.models import Backend, ModelSpec
+    from pytest_vleval.options import VlOptions
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_vleval_load_model(config: pytest.Config, spec: ModelSpec, options: VlOptions) -> Backend | None:
+    """Load a model the built-in loader does not know (a remote-code family, another runtime).
+
+    Return an object with the :class:`pytest_vleval.models.Backend` interface (``spec``, ``info``,
+    ``generate(conversations) -> list[str]`` and ``close()``), or None to let the next implementation try.
+    The built-in transformers loader runs last.
+    """

@@ -1,0 +1,115 @@
+"""Model specs, the alias table, and the backend interface. No torch here: backends import it lazily."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+# Short names for the families the seed comparisons use; extended as families get adapters.
+ALIASES: dict[str, str] = {
+    "Qwen3-VL-2B": "Qwen/Qwen3-VL-2B-Instruct",
+    "Qwen3-VL-4B": "Qwen/Qwen3-VL-4B-Instruct",
+    "Qwen3-VL-8B": "Qwen/Qwen3-VL-8B-Instruct",
+    "Qwen3-VL-32B": "Qwen/Qwen3-VL-32B-Instruct",
+    "Qwen3-VL-30B": "Qwen/Qwen3-VL-30B-A3B-Instruct",
+    "Qwen3-VL-30B-A3B": "Qwen/Qwen3-VL-30B-A3B-Instruct",
+    "Qwen2.5-VL-3B": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "Qwen2.5-VL-7B": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "Qwen2.5-VL-32B": "Qwen/Qwen2.5-VL-32B-Instruct",
+    "Qwen2.5-VL-72B": "Qwen/Qwen2.5-VL-72B-Instruct",
+    "Qwen2-VL-2B": "Qwen/Qwen2-VL-2B-Instruct",
+    "Qwen2-VL-7B": "Qwen/Qwen2-VL-7B-Instruct",
+    "LLaVA-1.5-7B": "llava-hf/llava-1.5-7b-hf",
+    "LLaVA-1.5-13B": "llava-hf/llava-1.5-13b-hf",
+    "LLaVA-NeXT-7B": "llava-hf/llava-v1.6-mistral-7b-hf",
+    "BLIP-2-OPT-2.7B": "Salesforce/blip2-opt-2.7b",
+    "BLIP-2-FlanT5-XL": "Salesforce/blip2-flan-t5-xl",
+    "InstructBLIP-7B": "Salesforce/instructblip-vicuna-7b",
+}
+
+# Built-in models shipped inside the package (see builtin/).
+BUILTIN_MODELS = {"tiny": "tiny", "tiny-v0": "tiny-v0"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for (`requested`) and where it loads from (`source`)."""
+
+    requested: str
+    source: str  # a local directory or a hub id
+    label: str  # the test-id suffix: test_x.yaml::case[label]
+    is_local: bool
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.source) if self.is_local else None
+
+
+def _label_for(requested: str) -> str:
+    if requested in ALIASES or requested in BUILTIN_MODELS:
+        return requested
+    cleaned = requested.rstrip("/\\")
+    name = re.split(r"[/\\]", cleaned)[-1] or cleaned
+    return re.sub(r"[\[\]\s]", "_", name)
+
+
+def resolve_model(requested: str, *, rootdir: Path | None = None) -> ModelSpec:
+    """Resolve an alias, a built-in name, a local directory or a hub id."""
+    if requested in BUILTIN_MODELS:
+        path = BUILTIN_DIR / BUILTIN_MODELS[requested]
+        return ModelSpec(requested, str(path), requested, True)
+    candidate = Path(requested).expanduser()
+    if not candidate.is_absolute() and rootdir is not None and not candidate.exists():
+        candidate = rootdir / candidate
+    if candidate.is_dir():
+        return ModelSpec(requested, str(candidate.resolve()), _label_for(requested), True)
+    source = ALIASES.get(requested, requested)
+    return ModelSpec(requested, source, _label_for(requested), False)
+
+
+def resolve_models(requested: Sequence[str], *, rootdir: Path | None = None) -> list[ModelSpec]:
+    """Resolve every model and make their labels unique (a label is part of each test id)."""
+    specs = [resolve_model(r, rootdir=rootdir) for r in requested]
+    counts: dict[str, int] = {}
+    unique = []
+    for spec in specs:
+        n = counts.get(spec.label, 0)
+        counts[spec.label] = n + 1
+        if n:
+            spec = ModelSpec(spec.requested, spec.source, f"{spec.label}-{n + 1}", spec.is_local)
+        unique.append(spec)
+    return unique
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One generation: the images, earlier turns (question, the model's own answer), the new question."""
+
+    images: tuple[Path, ...]
+    question: str
+    history: tuple[tuple[str, str], ...] = ()
+    system: str | None = None
+    max_new_tokens: int = 32
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model that answers conversations. Implement this to plug in another runtime."""
+
+    spec: ModelSpec
+    info: dict[str, object]  # device, dtype, load seconds, fingerprint... (shown in the summary)
+
+    def generate(self, conversations: Sequence[Conversation]) -> list[str]:
+        """Greedy answers, one per conversation, in order. May raise; the caller splits and retries."""
+
+    def close(self) -> None:
+        """Free the model (the pool calls this before loading the next one)."""
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded; the message says which and why."""

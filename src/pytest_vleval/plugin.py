@@ -1,0 +1,134 @@
+"""pytest entry point: options, hooks and fixtures only; the logic lives in the modules they call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_vleval import hookspec
+from pytest_vleval.cases import matches_any
+from pytest_vleval.options import addoption, parse_options
+from pytest_vleval.session import SESSION_KEY, VlSession, get_session
+
+if TYPE_CHECKING:
+    from pytest_vleval.models import Backend, ModelSpec
+    from pytest_vleval.options import VlOptions
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    addoption(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
+
+
+@pytest.hookimpl
+def pytest_configure(config: pytest.Config) -> None:
+    from pytest_vleval.collect import MARKER
+    from pytest_vleval.models import resolve_models
+    from pytest_vleval.predict import BatchPredictor, ModelPool
+
+    config.addinivalue_line("markers", f"{MARKER}: a pytest-vleval case (added to every YAML case)")
+    options = parse_options(config)
+    models = resolve_models(options.models, rootdir=Path(config.rootpath))
+
+    def load(spec: ModelSpec) -> Backend:
+        backend = config.hook.pytest_vleval_load_model(config=config, spec=spec, options=options)
+        if backend is None:
+            raise RuntimeError(f"no pytest_vleval_load_model implementation loaded {spec.requested!r}")
+        return backend
+
+    def batch_size(backend: Backend) -> int:
+        if options.batch_size is not None:
+            return options.batch_size
+        return 8 if str(backend.info.get("device", "cpu")).startswith("cpu") else 16
+
+    pool = ModelPool(load)
+    config.stash[SESSION_KEY] = VlSession(
+        options=options,
+        models=models,
+        pool=pool,
+        predictor=BatchPredictor(pool, batch_size, options.max_new_tokens),
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_vleval_load_model(config: pytest.Config, spec: ModelSpec, options: VlOptions) -> Backend:
+    from pytest_vleval.hf import TransformersBackend
+
+    return TransformersBackend(spec, options)
+
+
+@pytest.hookimpl
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    vl = get_session(parent.config)
+    if matches_any(file_path.name, vl.options.case_files):
+        from pytest_vleval.collect import CaseFileNode
+
+        return CaseFileNode.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from pytest_vleval.collect import CaseItem
+
+    # Run each model's cases together so a model is loaded once and freed before the next.
+    positions = [i for i, item in enumerate(items) if isinstance(item, CaseItem)]
+    order = {spec.label: n for n, spec in enumerate(get_session(config).models)}
+    grouped = sorted((items[i] for i in positions), key=lambda item: order[item.spec.label])  # type: ignore[attr-defined]
+    for position, item in zip(positions, grouped, strict=True):
+        items[position] = item
+
+
+@pytest.hookimpl
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from pytest_vleval.collect import CaseItem
+
+    work = [(item.spec, item.case) for item in session.items if isinstance(item, CaseItem)]
+    get_session(session.config).predictor.plan(work)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "vl_model" in metafunc.fixturenames:
+        models = get_session(metafunc.config).models
+        metafunc.parametrize(
+            "vl_model", models, indirect=True, scope="session", ids=[m.label for m in models]
+        )
+
+
+@pytest.fixture(scope="session")
+def vl_model(request: pytest.FixtureRequest) -> Any:
+    """The loaded model (a Backend: ``generate(conversations)``), once per session per process per model."""
+    vl = get_session(request.config)
+    spec = getattr(request, "param", vl.models[0])
+    from pytest_vleval.predict import PredictionError
+
+    try:
+        return vl.pool.get(spec)
+    except PredictionError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.hookimpl
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if SESSION_KEY in session.config.stash:
+        get_session(session.config).pool.close()
+
+
+@pytest.hookimpl
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if SESSION_KEY not in config.stash:
+        return
+    from pytest_vleval.report import summary_lines
+
+    lines = summary_lines(get_session(config))
+    if lines:
+        terminalreporter.section("vleval summary")
+        for line in lines:
+            terminalreporter.write_line(line)

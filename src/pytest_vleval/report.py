@@ -1,0 +1,51 @@
+"""Terminal summary of a run: per model, per case file, pass counts and mean scores."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+from pytest_vleval.session import VlSession
+
+
+def summary_lines(vl: VlSession) -> list[str]:
+    if not vl.results and not vl.pool.load_counts:
+        return []
+    lines = []
+    by_model: dict[str, list] = defaultdict(list)
+    for result in vl.results:
+        by_model[result.model].append(result)
+    for spec in vl.models:
+        info = vl.pool.infos.get(spec.label)
+        results = by_model.get(spec.label, [])
+        if info is None and not results:
+            continue
+        head = f"model {spec.label}"
+        if info:
+            head += (
+                f" ({info.get('architecture', '?')}, {info.get('device', '?')}, {info.get('dtype', '?')}, "
+                f"loaded {vl.pool.load_counts.get(spec.label, 0)}x in {float(info.get('load_seconds', 0)):.1f} s)"
+            )
+        passed = sum(r.passed for r in results)
+        lines.append(f"{head}: {passed}/{len(results)} cases passed")
+        by_file: dict[str, list] = defaultdict(list)
+        for result in results:
+            by_file[result.file].append(result)
+        width = max((len(os.path.relpath(f)) for f in by_file), default=0)
+        for file, rs in sorted(by_file.items()):
+            mean = sum(r.score for r in rs) / len(rs)
+            errors = sum(r.error is not None for r in rs)
+            parse_failures = sum(t.parse_failed for r in rs for t in r.turns)
+            extra = f", {errors} errors" if errors else ""
+            if parse_failures:
+                extra += f", answer parse failures: {parse_failures}/{sum(len(r.turns) for r in rs)}"
+            lines.append(
+                f"  {os.path.relpath(file):<{width}}  {sum(r.passed for r in rs):>3}/{len(rs):<3} passed"
+                f"  mean score {mean:.3f}{extra}"
+            )
+    if vl.predictor.batches:
+        n = len(vl.predictor.batches)
+        lines.append(f"generated {sum(vl.predictor.batches)} cases in {n} batches")
+    for label, error in vl.pool.load_errors.items():
+        lines.append(f"model {label} failed to load: {error}")
+    return lines

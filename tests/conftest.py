@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hugging Face Hub: a hub id must fail fast, not hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+FAKE_BACKEND_CONFTEST = '''
+import pytest
+
+class FakeBackend:
+    """Answers 'say: X' with X; raises on 'crash'; counts loads and batches."""
+
+    loads = 0
+
+    def __init__(self, spec):
+        FakeBackend.loads += 1
+        self.spec = spec
+        self.info = {"device": "cpu", "dtype": "float32", "architecture": "Fake"}
+        self.batches = []
+
+    def generate(self, conversations):
+        self.batches.append(len(conversations))
+        if any("oom" in c.question for c in conversations) and len(conversations) > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        answers = []
+        for c in conversations:
+            if "crash" in c.question:
+                raise ValueError("this case breaks the model")
+            answers.append(c.question.split("say:", 1)[1].strip() if "say:" in c.question else "")
+        return answers
+
+    def close(self):
+        print(f"closing {self.spec.label} after batches {self.batches}")
+
+
+def pytest_vleval_load_model(config, spec, options):
+    if spec.requested.startswith("fake"):
+        return FakeBackend(spec)
+    return None
+'''
+
+
+def make_png(
+    path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)
+) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+@pytest.fixture
+def fake_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester project with a fake backend (hook-loaded) and two images."""
+    pytester.makeconftest(FAKE_BACKEND_CONFTEST)
+    make_png(pytester.path / "images" / "red.png")
+    make_png(pytester.path / "images" / "blue.png", color=(20, 20, 220))
+    return pytester
+
+
+def _noisy_random_qwen3vl(out: Path) -> Path:
+    """A random Qwen3-VL whose greedy answers vary with the input (the default init answers newlines)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from pytest_vleval.builtin.build import build_random_qwen3vl
+
+    base = build_random_qwen3vl(out.with_name(out.name + "-base"), seed=0)
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.15)
+    model.save_pretrained(out)
+    for file in base.iterdir():
+        if not (out / file.name).exists():
+            shutil.copy(file, out / file.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def random_qwen3vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A locally built, random-weight Qwen3-VL directory (tokenizer and processor built offline)."""
+    return _noisy_random_qwen3vl(tmp_path_factory.mktemp("models") / "rand-qwen3vl")
