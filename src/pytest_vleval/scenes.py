@@ -1,0 +1,465 @@
+"""Procedural scenes with exact ground truth, for training and testing the built-in model.
+
+Every scene is a pure function of `(task, seed)`: coloured shapes (kind, colour, count, position,
+pixel-exact bounding boxes), rendered words and numbers, simple bar charts, and pairs of scenes.
+`make_example` turns a scene into questions and answers in the phrasing the built-in model is trained on.
+
+Boxes are measured on the rendered pixels: `box = (x1, y1, x2, y2)` is the tight box of the object's
+pixels in continuous coordinates (`x2 = last column + 1`), so a box and its pixels cannot disagree.
+Only PIL and numpy are used here (no torch), so the suite generator and the tests stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "BACKGROUND",
+    "COLOURS",
+    "HELD_OUT_SEED_BASE",
+    "NUMBER_WORDS",
+    "SHAPES",
+    "TASKS",
+    "WORDS",
+    "Bar",
+    "Example",
+    "Scene",
+    "Shape",
+    "caption",
+    "grounding_answer",
+    "make_example",
+    "render_chart",
+    "render_shapes",
+    "render_text",
+    "to_qwen_grid",
+]
+
+BACKGROUND = (255, 255, 255)
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 50),
+    "blue": (30, 70, 220),
+    "yellow": (240, 200, 0),
+    "purple": (140, 50, 170),
+    "orange": (250, 120, 0),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+WORDS: tuple[str, ...] = (
+    "cat", "dog", "sun", "map", "box", "cup", "pen", "key", "car", "bus",
+    "tree", "fish", "bird", "book", "door", "lamp", "milk", "rain", "snow", "star",
+    "apple", "bread", "chair", "clock", "green", "house", "light", "music", "paper", "plant",
+    "river", "stone", "table", "water", "world", "model", "pixel", "vision", "pytest", "image",
+)  # fmt: skip
+# Each task's examples come from its own stream; the bundled suite draws from seeds at or above this base.
+HELD_OUT_SEED_BASE = 1 << 40
+TASKS: tuple[str, ...] = (
+    "caption",
+    "colour",
+    "shape",
+    "count",
+    "position",
+    "ocr",
+    "chart",
+    "multi_image",
+    "dialogue",
+    "grounding",
+)
+# Regions for absolute positions, as fractions of the canvas: centre x range, centre y range.
+_REGIONS = {
+    "left": ((0.12, 0.3), (0.3, 0.7)),
+    "right": ((0.7, 0.88), (0.3, 0.7)),
+    "top": ((0.3, 0.7), (0.12, 0.3)),
+    "bottom": ((0.3, 0.7), (0.7, 0.88)),
+}
+_MARGIN = 3  # minimum free pixels between two objects, and between an object and the border
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    colour: str
+    box: tuple[int, int, int, int]
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.kind}"
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.box
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+
+@dataclass(frozen=True)
+class Bar:
+    colour: str
+    value: int
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    image: Image.Image
+    shapes: tuple[Shape, ...] = ()
+    text: str | None = None
+    text_box: tuple[int, int, int, int] | None = None
+    bars: tuple[Bar, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """One or more images and a dialogue about them; `turns` are `(question, answer)` pairs."""
+
+    task: str
+    seed: int
+    scenes: tuple[Scene, ...]
+    turns: tuple[tuple[str, str], ...]
+    box: tuple[int, int, int, int] | None = None  # grounding target, original pixels
+    label: str | None = None  # grounding target's label
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> tuple[Image.Image, ...]:
+        return tuple(s.image for s in self.scenes)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Sequence[int], fill: object) -> None:
+    x1, y1, x2, y2 = box
+    # Pillow's coordinates are inclusive; the shape covers columns x1..x2-1 and rows y1..y2-1.
+    r, b = x2 - 1, y2 - 1
+    if kind == "circle":
+        draw.ellipse((x1, y1, r, b), fill=fill)
+    elif kind == "square":
+        draw.rectangle((x1, y1, r, b), fill=fill)
+    elif kind == "triangle":
+        draw.polygon([((x1 + r) / 2, y1), (r, b), (x1, b)], fill=fill)
+    elif kind == "diamond":
+        cx, cy = (x1 + r) / 2, (y1 + b) / 2
+        draw.polygon([(cx, y1), (r, cy), (cx, b), (x1, cy)], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {kind!r}")
+
+
+def _free(box: Sequence[float], taken: Sequence[Sequence[float]]) -> bool:
+    x1, y1, x2, y2 = box
+    return all(
+        x2 + _MARGIN <= a1 or a2 + _MARGIN <= x1 or y2 + _MARGIN <= b1 or b2 + _MARGIN <= y1
+        for a1, b1, a2, b2 in taken
+    )
+
+
+def _place(
+    rng: random.Random,
+    size: int,
+    side: int,
+    taken: Sequence[Sequence[float]],
+    region: str | None = None,
+    tries: int = 200,
+) -> tuple[int, int, int, int] | None:
+    """A free `side`x`side` box inside the canvas (centre inside `region` if given), or None."""
+    lo, hi = _MARGIN, size - _MARGIN - side
+    for _ in range(tries):
+        if region is None:
+            x, y = rng.randint(lo, hi), rng.randint(lo, hi)
+        else:
+            (fx1, fx2), (fy1, fy2) = _REGIONS[region]
+            x = round(rng.uniform(fx1, fx2) * size - side / 2)
+            y = round(rng.uniform(fy1, fy2) * size - side / 2)
+            x, y = min(max(x, lo), hi), min(max(y, lo), hi)
+        box = (x, y, x + side, y + side)
+        if _free(box, taken):
+            return box
+    return None
+
+
+def render_shapes(specs: Sequence[tuple[str, str, tuple[int, int, int, int]]], size: int = 64) -> Scene:
+    """Draw `(kind, colour, box)` specs on a white canvas and measure each shape's pixel box."""
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    shapes = []
+    for kind, colour, box in specs:
+        mask = Image.new("1", (size, size), 0)
+        _draw_shape(ImageDraw.Draw(mask), kind, box, 1)
+        _draw_shape(draw, kind, box, COLOURS[colour])
+        shapes.append(Shape(kind, colour, _mask_box(np.asarray(mask))))
+    return Scene(image=image, shapes=tuple(shapes))
+
+
+def _random_shapes(
+    rng: random.Random,
+    size: int,
+    items: Sequence[tuple[str, str, str | None]],
+    min_side: int | None = None,
+    max_side: int | None = None,
+) -> Scene:
+    """Place `(kind, colour, region-or-None)` items without overlap; retries the whole layout if stuck."""
+    min_side = min_side or max(8, size * 10 // 64)
+    max_side = max_side or max(min_side, size * 18 // 64)
+    while True:
+        taken: list[tuple[int, int, int, int]] = []
+        specs = []
+        for kind, colour, region in items:
+            box = _place(rng, size, rng.randint(min_side, max_side), taken, region)
+            if box is None:
+                break
+            taken.append(box)
+            specs.append((kind, colour, box))
+        else:
+            return render_shapes(specs, size)
+
+
+_FONT_CACHE: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
+
+
+def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    if px not in _FONT_CACHE:
+        # Pillow's bundled default font (Aileron Regular): identical on every machine with this Pillow.
+        _FONT_CACHE[px] = ImageFont.load_default(size=px)
+    return _FONT_CACHE[px]
+
+
+def render_text(
+    text: str, width: int = 128, height: int = 32, rng: random.Random | None = None, px: int | None = None
+) -> Scene:
+    """Render `text` in black on a white strip; the strip is `width`x`height` pixels."""
+    rng = rng or random.Random(0)
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    px = px or rng.randint(height * 14 // 32, height * 18 // 32)
+    font = _font(px)
+    while px > 6:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        if right - left <= width - 4 and bottom - top <= height - 4:
+            break
+        px -= 1
+        font = _font(px)
+    x = rng.randint(2 - left, max(2 - left, width - 2 - right))
+    y = rng.randint(2 - top, max(2 - top, height - 2 - bottom))
+    ink = rng.choice([(0, 0, 0), (30, 30, 30), (20, 20, 120)])
+    draw.text((x, y), text, fill=ink, font=font)
+    arr = np.asarray(image)
+    box = _mask_box((arr != BACKGROUND).any(axis=2))
+    return Scene(image=image, text=text, text_box=box)
+
+
+def render_chart(values: Sequence[tuple[str, int]], size: int = 64, max_value: int = 9) -> Scene:
+    """A bar chart: one bar per `(colour, value)`, left to right, heights proportional to the values."""
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    base = size - 4
+    unit = (base - 4) // max_value
+    n = len(values)
+    slot = (size - 6) // n
+    width = max(4, slot * 2 // 3)
+    draw.line((2, base, size - 3, base), fill=(0, 0, 0))
+    bars = []
+    for i, (colour, value) in enumerate(values):
+        x1 = 4 + i * slot + (slot - width) // 2
+        box = (x1, base - value * unit, x1 + width, base)
+        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=COLOURS[colour])
+        bars.append(Bar(colour, value, box))
+    return Scene(image=image, bars=tuple(bars))
+
+
+def to_qwen_grid(box: Sequence[float], width: int, height: int) -> list[int]:
+    """Pixel xyxy -> Qwen3-VL's relative 0-1000 grid."""
+    x1, y1, x2, y2 = box
+    return [
+        round(x1 / width * 1000),
+        round(y1 / height * 1000),
+        round(x2 / width * 1000),
+        round(y2 / height * 1000),
+    ]
+
+
+def grounding_answer(box: Sequence[float], label: str, width: int, height: int) -> str:
+    """The answer Qwen3-VL gives to a grounding question: JSON with `bbox_2d` on the 0-1000 grid."""
+    return json.dumps({"bbox_2d": to_qwen_grid(box, width, height), "label": label})
+
+
+def _relation(a: Shape, b: Shape) -> str:
+    """Where `a` is relative to `b`: the dominant axis of the centre offset."""
+    (ax, ay), (bx, by) = a.center, b.center
+    if abs(ax - bx) >= abs(ay - by):
+        return "to the left of" if ax < bx else "to the right of"
+    return "above" if ay < by else "below"
+
+
+def caption(scene: Scene) -> str:
+    """The canonical caption: 'a red circle', or 'a red circle to the left of a blue square'."""
+    if len(scene.shapes) == 1:
+        return f"a {scene.shapes[0].name}"
+    first, second = sorted(scene.shapes[:2], key=lambda s: s.center[0] + 0.001 * s.center[1])
+    rel = _relation(first, second)
+    if rel in ("above", "below"):
+        first, second = sorted(scene.shapes[:2], key=lambda s: s.center[1])
+        rel = "above"
+    return f"a {first.name} {rel} a {second.name}"
+
+
+def _distinct(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """`n` (kind, colour) pairs with all kinds and all colours different."""
+    return list(zip(rng.sample(SHAPES, n), rng.sample(list(COLOURS), n), strict=True))
+
+
+def _pick(rng: random.Random, options: Sequence[str]) -> str:
+    return options[rng.randrange(len(options))]
+
+
+def _caption_example(rng: random.Random, size: int) -> tuple[tuple[Scene, ...], tuple[tuple[str, str], ...]]:
+    (k1, c1), (k2, c2) = _distinct(rng, 2)
+    if rng.random() < 0.3:
+        scene = _random_shapes(rng, size, [(k1, c1, None)])
+    else:
+        r1, r2 = rng.choice([("left", "right"), ("top", "bottom")])
+        scene = _random_shapes(rng, size, [(k1, c1, r1), (k2, c2, r2)])
+    q = _pick(rng, ("Describe the image.", "Describe the image briefly.", "What is in the image?"))
+    return (scene,), ((q, caption(scene)),)
+
+
+def make_example(task: str, seed: int, size: int = 64) -> Example:
+    """The example number `seed` of `task`; the same arguments always give the same images and answers."""
+    rng = random.Random(f"{task}/{seed}")
+    box = label = None
+    meta: dict = {}
+    if task == "caption":
+        scenes, turns = _caption_example(rng, size)
+    elif task == "colour":
+        n = rng.choice((1, 1, 2, 3))
+        items = _distinct(rng, n)
+        scene = _random_shapes(rng, size, [(k, c, None) for k, c in items])
+        target = rng.randrange(n)
+        if n == 1:
+            q = _pick(rng, ("What colour is the shape?", "What color is the shape?", "What colour is it?"))
+        else:
+            q = _pick(rng, ("What colour is the {}?", "What color is the {}?")).format(items[target][0])
+        scenes, turns = (scene,), ((q, items[target][1]),)
+    elif task == "shape":
+        n = rng.choice((1, 1, 2, 3))
+        items = _distinct(rng, n)
+        scene = _random_shapes(rng, size, [(k, c, None) for k, c in items])
+        target = rng.randrange(n)
+        if n == 1:
+            q = _pick(rng, ("What shape is this?", "What shape is in the image?"))
+        else:
+            q = _pick(rng, ("What shape is {}?", "Which shape is {}?")).format(items[target][1])
+        scenes, turns = (scene,), ((q, items[target][0]),)
+    elif task == "count":
+        n = rng.randint(1, 5)
+        by_colour = rng.random() < 0.4
+        others = rng.randint(0, min(2, 6 - n))
+        if by_colour:
+            colour, other_colours = rng.choice(list(COLOURS)), list(COLOURS)
+            other_colours.remove(colour)
+            items = [(rng.choice(SHAPES), colour, None) for _ in range(n)]
+            items += [(rng.choice(SHAPES), rng.choice(other_colours), None) for _ in range(others)]
+            q = f"How many {colour} shapes are there?"
+        else:
+            kind, other_kinds = rng.choice(SHAPES), [s for s in SHAPES]
+            other_kinds.remove(kind)
+            items = [(kind, rng.choice(list(COLOURS)), None) for _ in range(n)]
+            items += [(rng.choice(other_kinds), rng.choice(list(COLOURS)), None) for _ in range(others)]
+            q = f"How many {PLURALS[kind]} are there?"
+        rng.shuffle(items)
+        scene = _random_shapes(rng, size, items, max_side=max(8, size * 13 // 64))
+        scenes, turns = (scene,), ((q, str(n)),)
+    elif task == "position":
+        region = rng.choice(list(_REGIONS))
+        n = rng.choice((1, 2))
+        items = _distinct(rng, n)
+        placed = [(items[0][0], items[0][1], region)]
+        if n == 2:
+            other = rng.choice([r for r in _REGIONS if r != region])
+            placed.append((items[1][0], items[1][1], other))
+        scene = _random_shapes(rng, size, placed)
+        q = _pick(rng, ("Where is the {}?", "Where is the {} in the image?")).format(scene.shapes[0].name)
+        scenes, turns = (scene,), ((q, region),)
+    elif task == "ocr":
+        if rng.random() < 0.7:
+            text = rng.choice(WORDS)
+            q = _pick(rng, ("What word is written in the image?", "Read the text in the image."))
+        else:
+            text = str(rng.randint(0, 999))
+            q = _pick(rng, ("What number is written in the image?", "Read the text in the image."))
+        scene = render_text(text, width=2 * size, height=size // 2, rng=rng)
+        scenes, turns = (scene,), ((q, text),)
+    elif task == "chart":
+        n = rng.randint(3, 4)
+        colours = rng.sample(list(COLOURS), n)
+        while True:
+            values = [rng.randint(1, 9) for _ in range(n)]
+            if values.count(max(values)) == 1 and values.count(min(values)) == 1:
+                break
+        scene = render_chart(list(zip(colours, values, strict=True)), size)
+        kind = rng.choice(("value", "value", "max", "min", "count"))
+        if kind == "value":
+            i = rng.randrange(n)
+            q, a = f"What is the value of the {colours[i]} bar?", str(values[i])
+        elif kind == "max":
+            q, a = "Which bar is the tallest?", colours[values.index(max(values))]
+        elif kind == "min":
+            q, a = "Which bar is the shortest?", colours[values.index(min(values))]
+        else:
+            q, a = "How many bars are there?", str(n)
+        scenes, turns = (scene,), ((q, a),)
+        meta = {"kind": kind}
+    elif task == "multi_image":
+        (k1, c1), (k2, c2) = _distinct(rng, 2)
+        kind = rng.choice(("colour", "shape", "which_colour", "which_shape"))
+        if kind in ("colour", "shape") and rng.random() < 0.5:
+            k2, c2 = (rng.choice([k for k in SHAPES if k != k1]), c1) if kind == "colour" else (k1, c2)
+        a = _random_shapes(rng, size, [(k1, c1, None)])
+        b = _random_shapes(rng, size, [(k2, c2, None)])
+        if kind == "colour":
+            q, ans = "Are the shapes in the two images the same colour?", "yes" if c1 == c2 else "no"
+        elif kind == "shape":
+            q, ans = "Do the two images show the same shape?", "yes" if k1 == k2 else "no"
+        elif kind == "which_colour":
+            first = rng.random() < 0.5
+            q = f"What colour is the shape in the {'first' if first else 'second'} image?"
+            ans = c1 if first else c2
+        else:
+            first = rng.random() < 0.5
+            q = f"What shape is in the {'first' if first else 'second'} image?"
+            ans = k1 if first else k2
+        scenes, turns = (a, b), ((q, ans),)
+        meta = {"kind": kind}
+    elif task == "dialogue":
+        (k1, c1), (k2, c2) = _distinct(rng, 2)
+        scene = _random_shapes(rng, size, [(k1, c1, "left"), (k2, c2, "right")])
+        side, (kind, colour) = rng.choice([("left", (k1, c1)), ("right", (k2, c2))])
+        if rng.random() < 0.5:
+            turns = (
+                (f"What shape is on the {side}?", kind),
+                (_pick(rng, ("And what colour is it?", "What colour is it?")), colour),
+            )
+        else:
+            turns = (
+                (f"What colour is the {kind}?", colour),
+                (_pick(rng, ("And where is it?", "Where is it?")), side),
+            )
+        scenes = (scene,)
+    elif task == "grounding":
+        n = rng.randint(1, 3)
+        items = _distinct(rng, n)
+        scene = _random_shapes(rng, size, [(k, c, None) for k, c in items], min_side=size * 12 // 64)
+        target = scene.shapes[rng.randrange(n)]
+        box, label = target.box, target.name
+        q = f"Locate the {label} and output its bbox coordinates in JSON format."
+        scenes, turns = (scene,), ((q, grounding_answer(box, label, size, size)),)
+    else:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return Example(task=task, seed=seed, scenes=scenes, turns=turns, box=box, label=label, meta=meta)
