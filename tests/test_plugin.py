@@ -351,3 +351,13 @@ def test_vl_model_fixture_in_python_tests(fake_project: pytest.Pytester) -> None
     result = fake_project.runpytest("--vl-model=fake-a", "--vl-model=fake-b", "-v")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*test_direct[[]fake-a[]]*", "*test_direct[[]fake-b[]]*"])
+
+
+def test_vqa_threshold_unreachable_with_few_answers(fake_project: pytest.Pytester) -> None:
+    fake_project.makefile(
+        ".yaml",
+        test_v="cases:\n  - {id: a, image: images/red.png, question: q, answers: [red, red], scorer: vqa_accuracy, threshold: 0.9}\n",
+    )
+    result = fake_project.runpytest("--vl-model=fake")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*case 'a': key 'threshold': 0.9 cannot be reached with 2 answers (best possible vqa_accuracy 0.6)*"])

@@ -193,6 +193,16 @@ def _turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: _Where, p
             f"{threshold:g} is outside the range of scorer {scorer.name!r} [{scorer.low:g}, {scorer.high:g}]",
         )
 
+    if scorer.name == "vqa_accuracy":
+        # Leave-one-out over few answers caps the score: with one answer it is always 0.
+        best = max(scoring.vqa_accuracy(answer, reference) for answer in reference)
+        if threshold > best:
+            raise where.error(
+                prefix + "threshold",
+                f"{threshold:g} cannot be reached with {len(reference)} answers (best possible vqa_accuracy "
+                f"{best:g}); the official metric expects 10 human answers",
+            )
+
     options = settings.get("options") or {}
     if not isinstance(options, Mapping):
         raise where.error(prefix + "options", f"expected a mapping, got {type(options).__name__}")
