@@ -360,4 +360,4 @@ def test_vqa_threshold_unreachable_with_few_answers(fake_project: pytest.Pyteste
     )
     result = fake_project.runpytest("--vl-model=fake")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*case 'a': key 'threshold': 0.9 cannot be reached with 2 answers (best possible vqa_accuracy 0.6)*"])
+    result.stdout.fnmatch_lines(["*case 'a': key 'threshold': 0.9 cannot be reached with 2 answers (best possible vqa_accuracy 0.333333)*"])
