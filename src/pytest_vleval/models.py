@@ -97,6 +97,14 @@ class Conversation:
     max_new_tokens: int = 32
 
 
+@dataclass(frozen=True)
+class GenerationFailure:
+    """Returned by a backend in place of an answer when one conversation failed and the others did not
+    (e.g. one HTTP request that failed after its retries). The message is shown in the case's failure."""
+
+    message: str
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A loaded model that answers conversations. Implement this to plug in another runtime."""
@@ -104,8 +112,12 @@ class Backend(Protocol):
     spec: ModelSpec
     info: dict[str, object]  # device, dtype, load seconds, fingerprint... (shown in the summary)
 
-    def generate(self, conversations: Sequence[Conversation]) -> list[str]:
-        """Greedy answers, one per conversation, in order. May raise; the caller splits and retries."""
+    def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
+        """Greedy answers, one per conversation, in order.
+
+        Raising fails the whole batch: the caller halves it and retries, down to single conversations.
+        A :class:`GenerationFailure` in the list fails that conversation alone.
+        """
 
     def close(self) -> None:
         """Free the model (the pool calls this before loading the next one)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pytest_vleval.cases import Case
-from pytest_vleval.models import Backend, Conversation, ModelSpec
+from pytest_vleval.models import Backend, Conversation, GenerationFailure, ModelSpec
 
 CaseKey = tuple[str, str, str]  # (model label, case file, case id)
 
@@ -77,9 +77,7 @@ class BatchPredictor:
     and with `-x` at most one batch is spent on cases that do not run.
     """
 
-    def __init__(
-        self, pool: ModelPool, batch_size: Callable[[Backend], int], default_max_new_tokens: int
-    ) -> None:
+    def __init__(self, pool: ModelPool, batch_size: Callable[[Backend], int], default_max_new_tokens: int) -> None:
         self.pool = pool
         self._batch_size = batch_size
         self._default_max_new_tokens = default_max_new_tokens
@@ -148,9 +146,7 @@ class BatchPredictor:
                 kind = "ran out of memory" if is_out_of_memory(exc) else "failed"
                 predictions[
                     id(cases[0])
-                ].error = (
-                    f"model {backend.spec.label!r} {kind} on turn {turn + 1}: {type(exc).__name__}: {exc}"
-                )
+                ].error = f"model {backend.spec.label!r} {kind} on turn {turn + 1}: {type(exc).__name__}: {exc}"
                 return
             # Halve and retry: an out-of-memory batch fits in smaller pieces, and a case that breaks
             # the model alone fails alone.
@@ -158,5 +154,14 @@ class BatchPredictor:
             self._generate_turn(backend, cases[:middle], turn, predictions)
             self._generate_turn(backend, cases[middle:], turn, predictions)
             return
+        if len(answers) != len(cases):
+            raise RuntimeError(
+                f"backend {backend.spec.label!r} returned {len(answers)} answers for {len(cases)} conversations"
+            )
         for case, answer in zip(cases, answers, strict=True):
-            predictions[id(case)].answers.append(answer)
+            if isinstance(answer, GenerationFailure):
+                predictions[
+                    id(case)
+                ].error = f"model {backend.spec.label!r} failed on turn {turn + 1}: {answer.message}"
+            else:
+                predictions[id(case)].answers.append(answer)
