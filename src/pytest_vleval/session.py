@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,10 @@ class VlSession:
     pool: ModelPool
     predictor: BatchPredictor
     results: list[CaseResult] = field(default_factory=list)
+    # Golden caption sets: one dict per (set, model), see captioning.GoldenResult.to_dict().
+    golden_results: list[dict[str, Any]] = field(default_factory=list)
+    # Shared by every golden set of the session (one METEOR start-up), closed at session end.
+    caption_evaluator: Any = None
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
