@@ -32,6 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_vleval.predict import BatchPredictor, ModelPool
 
     config.addinivalue_line("markers", f"{MARKER}: a pytest-vleval case (added to every YAML case)")
+    config.addinivalue_line("markers", "vleval_golden: a gated metric of a golden caption set")
     options = parse_options(config)
     models = resolve_models(options.models, rootdir=Path(config.rootpath))
 
@@ -71,15 +72,20 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         from pytest_vleval.collect import CaseFileNode
 
         return CaseFileNode.from_parent(parent, path=file_path)
+    if matches_any(file_path.name, vl.options.golden_files):
+        from pytest_vleval.captioning import GoldenFileNode
+
+        return GoldenFileNode.from_parent(parent, path=file_path)
     return None
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from pytest_vleval.captioning import GoldenItem
     from pytest_vleval.collect import CaseItem
 
     # Run each model's cases together so a model is loaded once and freed before the next.
-    positions = [i for i, item in enumerate(items) if isinstance(item, CaseItem)]
+    positions = [i for i, item in enumerate(items) if isinstance(item, (CaseItem, GoldenItem))]
     order = {spec.label: n for n, spec in enumerate(get_session(config).models)}
     grouped = sorted((items[i] for i in positions), key=lambda item: order[item.spec.label])  # type: ignore[attr-defined]
     for position, item in zip(positions, grouped, strict=True):
@@ -88,9 +94,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl
 def pytest_collection_finish(session: pytest.Session) -> None:
+    from pytest_vleval.captioning import GoldenItem
     from pytest_vleval.collect import CaseItem
 
-    work = [(item.spec, item.case) for item in session.items if isinstance(item, CaseItem)]
+    work = []
+    planned_sets = set()
+    for item in session.items:
+        if isinstance(item, CaseItem):
+            work.append((item.spec, item.case))
+        elif isinstance(item, GoldenItem) and (item.golden.path, item.spec.label) not in planned_sets:
+            planned_sets.add((item.golden.path, item.spec.label))
+            work.extend((item.spec, case) for case in item.cases)
     get_session(session.config).predictor.plan(work)
 
 
@@ -118,7 +132,10 @@ def vl_model(request: pytest.FixtureRequest) -> Any:
 @pytest.hookimpl
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SESSION_KEY in session.config.stash:
-        get_session(session.config).pool.close()
+        vl = get_session(session.config)
+        vl.pool.close()
+        if vl.caption_evaluator is not None:
+            vl.caption_evaluator.close()
 
 
 @pytest.hookimpl

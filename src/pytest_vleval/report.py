@@ -9,7 +9,7 @@ from pytest_vleval.session import VlSession
 
 
 def summary_lines(vl: VlSession) -> list[str]:
-    if not vl.results and not vl.pool.load_counts:
+    if not vl.results and not vl.pool.load_counts and not vl.golden_results:
         return []
     lines = []
     by_model: dict[str, list] = defaultdict(list)
@@ -27,7 +27,7 @@ def summary_lines(vl: VlSession) -> list[str]:
                 f"loaded {vl.pool.load_counts.get(spec.label, 0)}x in {float(info.get('load_seconds', 0)):.1f} s)"
             )
         passed = sum(r.passed for r in results)
-        lines.append(f"{head}: {passed}/{len(results)} cases passed")
+        lines.append(f"{head}: {passed}/{len(results)} cases passed" if results else head)
         by_file: dict[str, list] = defaultdict(list)
         for result in results:
             by_file[result.file].append(result)
@@ -43,6 +43,9 @@ def summary_lines(vl: VlSession) -> list[str]:
                 f"  {os.path.relpath(file):<{width}}  {sum(r.passed for r in rs):>3}/{len(rs):<3} passed"
                 f"  mean score {mean:.3f}{extra}"
             )
+    from pytest_vleval.captioning import summary_lines as golden_lines
+
+    lines.extend(golden_lines(vl))
     if vl.predictor.batches:
         n = len(vl.predictor.batches)
         lines.append(f"generated {sum(vl.predictor.batches)} cases in {n} batches")

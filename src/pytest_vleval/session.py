@@ -24,6 +24,8 @@ class VlSession:
     golden_results: list[dict[str, Any]] = field(default_factory=list)
     # Shared by every golden set of the session (one METEOR start-up), closed at session end.
     caption_evaluator: Any = None
+    # (manifest path, model label) -> captioning.GoldenResult, so each set is scored once per model.
+    golden_scored: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
