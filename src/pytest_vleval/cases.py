@@ -195,7 +195,8 @@ def _turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: _Where, p
 
     if scorer.name == "vqa_accuracy":
         # Leave-one-out over few answers caps the score: with one answer it is always 0.
-        best = max(scoring.vqa_accuracy(answer, reference) for answer in reference)
+        answers = [str(answer) for answer in reference]
+        best = max(scoring.vqa_accuracy(answer, answers) for answer in answers)
         if threshold > best:
             raise where.error(
                 prefix + "threshold",

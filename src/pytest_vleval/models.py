@@ -112,7 +112,7 @@ class Backend(Protocol):
     spec: ModelSpec
     info: dict[str, object]  # device, dtype, load seconds, fingerprint... (shown in the summary)
 
-    def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
+    def generate(self, conversations: Sequence[Conversation]) -> Sequence[str | GenerationFailure]:
         """Greedy answers, one per conversation, in order.
 
         Raising fails the whole batch: the caller halves it and retries, down to single conversations.

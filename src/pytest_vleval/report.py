@@ -24,7 +24,7 @@ def summary_lines(vl: VlSession) -> list[str]:
         if info:
             head += (
                 f" ({info.get('architecture', '?')}, {info.get('device', '?')}, {info.get('dtype', '?')}, "
-                f"loaded {vl.pool.load_counts.get(spec.label, 0)}x in {float(info.get('load_seconds', 0)):.1f} s)"
+                f"loaded {vl.pool.load_counts.get(spec.label, 0)}x in {float(str(info.get('load_seconds', 0))):.1f} s)"
             )
         passed = sum(r.passed for r in results)
         lines.append(f"{head}: {passed}/{len(results)} cases passed" if results else head)
