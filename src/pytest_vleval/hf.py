@@ -176,6 +176,44 @@ class TransformersBackend:
         trimmed = [row[: c.max_new_tokens] for row, c in zip(output, conversations, strict=True)]
         return [t.strip() for t in self.tokenizer.batch_decode(trimmed, skip_special_tokens=True)]
 
+    @torch.inference_mode()
+    def generate_timed(self, conversation: Conversation) -> dict[str, Any]:
+        """One conversation alone, timed by stage for the latency benchmarks (``latency.py``).
+
+        ``ttft_s`` runs from the request's start (preprocessing included) to the first new token on the host.
+        On CUDA every timed boundary is synchronised, so the times include the GPU work.
+        """
+        from pytest_vleval.latency import FirstTokenClock
+
+        def sync() -> None:
+            if self.model.device.type == "cuda":
+                torch.cuda.synchronize(self.model.device)
+
+        started = time.perf_counter()
+        inputs = self.prepare([conversation])
+        sync()
+        prepared = time.perf_counter()
+        config = copy.copy(self.generation_config)
+        config.max_new_tokens = conversation.max_new_tokens
+        clock = FirstTokenClock(sync)
+        output = self.model.generate(**inputs, generation_config=config, streamer=clock)
+        sync()
+        generated = time.perf_counter()
+        prompt_length = inputs["input_ids"].shape[1]
+        new_tokens = output[0, prompt_length:] if not self.model.config.is_encoder_decoder else output[0]
+        answer = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        finished = time.perf_counter()
+        return {
+            "answer": answer,
+            "total_s": finished - started,
+            "prepare_s": prepared - started,
+            "generate_s": generated - prepared,
+            "decode_s": finished - generated,
+            "ttft_s": None if clock.first_token_at is None else clock.first_token_at - started,
+            "input_tokens": int(prompt_length),
+            "output_tokens": int(new_tokens.shape[0]),
+        }
+
     def close(self) -> None:
         del self.model
         import gc

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from pytest_vleval import regression
+
     addoption(parser)
+    regression.addoption(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -54,6 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
         pool=pool,
         predictor=BatchPredictor(pool, batch_size, options.max_new_tokens),
     )
+    from pytest_vleval.regression import configure as configure_regression
+
+    configure_regression(config)  # saved runs, the gate, latency items
 
 
 @pytest.hookimpl(trylast=True)

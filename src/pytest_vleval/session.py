@@ -26,6 +26,8 @@ class VlSession:
     caption_evaluator: Any = None
     # (manifest path, model label) -> captioning.GoldenResult, so each set is scored once per model.
     golden_scored: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # Saved runs, the regression gate and latency items (regression.RunState), set in pytest_configure.
+    run: Any = None
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
