@@ -391,3 +391,42 @@ def test_generate_timed_and_memory_on_a_gpu(random_qwen3vl: Path, tmp_path: Path
         assert accelerator_info()["gpus"] and accelerator_info()["cuda"]
     finally:
         backend.close()
+
+
+def test_a_case_the_model_cannot_take_skips_its_benchmark(suite_project: pytest.Pytester) -> None:  # noqa: F811
+    conftest = suite_project.path / "conftest.py"
+    conftest.write_text(
+        conftest.read_text()
+        + """
+
+from pytest_vleval.models import GenerationFailure
+
+
+class UnsupportedConversation(GenerationFailure):
+    pass
+
+
+class OneImageBackend(FakeBackend):
+    def generate(self, conversations):
+        answers = super().generate(conversations)
+        return [UnsupportedConversation("one image at most") if len(c.images) > 1 else a for c, a in zip(conversations, answers)]
+
+
+_before = pytest_vleval_load_model
+
+
+def pytest_vleval_load_model(config, spec, options):
+    return OneImageBackend(spec) if spec.requested == "single" else _before(config, spec, options)
+"""
+    )
+    (suite_project.path / "test_cases" / "test_colour.yaml").unlink()
+    shape = suite_project.path / "test_cases" / "test_shape.yaml"
+    shape.write_text(
+        shape.read_text().replace(
+            "  - {id: s1,",
+            "  - {id: s0, images: [../images/red.png, ../images/blue.png], question: 'say: x', expected: x}\n  - {id: s1,",
+        )
+    )
+    result = suite_project.runpytest("test_cases", "--vl-model=single", "--vl-benchmark=2", "-k", "bench", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*model single: one image at most"])

@@ -63,9 +63,16 @@ def measure(backend: Any, conversation: Conversation) -> dict[str, Any]:
         started = time.perf_counter()
         answers = backend.generate([conversation])
         sample = {"answer": answers[0], "total_s": time.perf_counter() - started}
-    if isinstance(sample.get("answer"), GenerationFailure):
-        raise RuntimeError(sample["answer"].message)
+    answer = sample.get("answer")
+    if isinstance(answer, GenerationFailure):
+        if type(answer).__name__ == "UnsupportedConversation":
+            raise UnsupportedCase(answer.message)
+        raise RuntimeError(answer.message)
     return sample
+
+
+class UnsupportedCase(Exception):
+    """The model's family cannot take this case (e.g. two images for a one-image model): the item skips."""
 
 
 def representative_cases(cases: Sequence[Case], n: int) -> list[Case]:
@@ -160,6 +167,9 @@ class BenchItem(pytest.Function):
             else:
                 for _ in range(warmup + rounds):
                     one_request()
+        except UnsupportedCase as exc:
+            state.memory.close(window)
+            pytest.skip(f"model {self.spec.label}: {exc}")
         except Exception as exc:
             state.memory.close(window)
             pytest.fail(

@@ -129,6 +129,7 @@ def case_entry(
         "score": float(result["score"]),
         "error": result.get("error"),
         "seconds": float(result.get("seconds") or 0.0),
+        "cached": result.get("cached"),  # answered from the answer cache (then not timed), if the result says
         "images": [relative(p, rootdir) for p in result.get("images", [])],
         "turns": [
             {
@@ -252,7 +253,8 @@ def model_entry(
     info.pop("load_seconds", None)
     if isinstance(info.get("source"), str) and spec.is_local:
         info["source"] = relative(info["source"], rootdir)
-    seconds = [float(c["seconds"]) for c in cases]
+    # Answers read from the answer cache were not generated in this run: they have no time.
+    seconds = [float(c["seconds"]) for c in cases if c["seconds"] > 0 and not c.get("cached")]
     total = sum(seconds)
     entry: dict[str, Any] = {
         "label": spec.label,
@@ -273,9 +275,10 @@ def model_entry(
         },
         "eval": {
             **aggregate(cases),
+            "timed_cases": len(seconds),
             "seconds": total,
             "case_seconds": summarise(seconds),
-            "cases_per_s": len(cases) / total if total > 0 else None,
+            "cases_per_s": len(seconds) / total if total > 0 else None,
         },
         "suites": {suite: aggregate(cs) for suite, cs in sorted(_group(cases, "suite").items())},
         "scorers": scorer_aggregates(cases),

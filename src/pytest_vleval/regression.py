@@ -531,7 +531,7 @@ def configure(config: pytest.Config) -> None:
     """Parse the options, find the baseline and register :class:`RunState` (and the latency plugins)."""
     options = parse_options(config)
     state = RunState(config, options)
-    if not _is_worker(config):
+    if not _is_worker(config) and not config.getoption("help", False):
         state.load_baseline()
     get_session(config).run = state
     config.pluginmanager.register(state, PLUGIN_NAME)
