@@ -401,3 +401,15 @@ def test_help_lists_the_options_without_importing_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_plugins_can_add_to_the_record_and_collect_only_writes_none(suite_project: pytest.Pytester) -> None:
+    conftest = suite_project.path / "conftest.py"
+    conftest.write_text(
+        conftest.read_text() + "\n\ndef pytest_vleval_update_record(config, record):\n"
+        "    record['run']['ci'] = {'job': 'nightly', 'cases': len(record['cases'])}\n"
+    )
+    suite_project.runpytest("test_cases", "--vl-model=fake", "--vl-json=run.json").assert_outcomes(passed=10)
+    assert read_record(suite_project.path / "run.json")["run"]["ci"] == {"job": "nightly", "cases": 10}
+    result = suite_project.runpytest("test_cases", "--vl-model=fake", "--vl-save", "--collect-only")
+    assert result.ret == 0 and not (suite_project.path / ".vleval" / "runs").exists()

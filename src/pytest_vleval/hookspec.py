@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,4 +18,13 @@ def pytest_vleval_load_model(config: pytest.Config, spec: ModelSpec, options: Vl
     Return an object with the :class:`pytest_vleval.models.Backend` interface (``spec``, ``info``,
     ``generate(conversations) -> list[str]`` and ``close()``), or None to let the next implementation try.
     The built-in transformers loader runs last.
+    """
+
+
+@pytest.hookspec
+def pytest_vleval_update_record(config: pytest.Config, record: dict[str, Any]) -> None:
+    """Add to (or change) this run's record before it is compared and saved (docs/records.md).
+
+    Called on the process that reports the session (the xdist controller). Put extra data under a key of your
+    own, e.g. ``record["run"]["ci"] = {"job": ...}``, so that it does not clash with later schema keys.
     """

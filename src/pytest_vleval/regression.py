@@ -366,9 +366,10 @@ class RunState:
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if _is_worker(self.config):
-            self.config.workeroutput[WORKER_KEY] = json.dumps(self.snapshot())  # type: ignore[attr-defined]
+            if self.options.wants_record:
+                self.config.workeroutput[WORKER_KEY] = json.dumps(self.snapshot())  # type: ignore[attr-defined]
             return
-        if not self.options.wants_record:
+        if not self.options.wants_record or self.config.option.collectonly:
             return
         self.processes.append(self.snapshot())
         try:
@@ -399,6 +400,7 @@ class RunState:
             rootdir=rootdir,
             invocation_dir=Path(config.invocation_params.dir),
         )
+        config.hook.pytest_vleval_update_record(config=config, record=record)
         if self.baseline is not None:
             self.comparison = compare_records(
                 self.baseline,
