@@ -185,9 +185,13 @@ class TransformersBackend:
         """
         from pytest_vleval.latency import FirstTokenClock
 
+        # Every GPU the model sits on (several with device_map="auto"), and no other: syncing a device
+        # would create a CUDA context on it.
+        gpus = {p.device for p in self.model.parameters() if p.device.type == "cuda"}
+
         def sync() -> None:
-            if self.model.device.type == "cuda":
-                torch.cuda.synchronize(self.model.device)
+            for device in gpus:
+                torch.cuda.synchronize(device)
 
         started = time.perf_counter()
         inputs = self.prepare([conversation])
