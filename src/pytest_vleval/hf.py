@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from pytest_vleval.devices import process_device
 from pytest_vleval.models import Conversation, ModelLoadError, ModelSpec
 from pytest_vleval.options import VlOptions
 
@@ -85,7 +86,8 @@ class TransformersBackend:
 
         self.spec = spec
         started = time.perf_counter()
-        self.device = resolve_device(options.device)
+        # Under pytest-xdist each worker binds to its own GPU (gw0 -> cuda:0, ...).
+        self.device = resolve_device(process_device(options.device, torch.cuda.device_count()))
         self.dtype = resolve_dtype(options.dtype, self.device)
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(
