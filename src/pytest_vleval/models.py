@@ -59,7 +59,13 @@ def _label_for(requested: str) -> str:
 
 
 def resolve_model(requested: str, *, rootdir: Path | None = None) -> ModelSpec:
-    """Resolve an alias, a built-in name, a local directory or a hub id."""
+    """Resolve an alias, a built-in name, a served model (openai://HOST:PORT/v1/MODEL), a local directory
+    or a hub id. A malformed openai:// spec raises ValueError."""
+    if "://" in requested:
+        from pytest_vleval.openai_backend import is_openai_spec, parse_spec
+
+        if is_openai_spec(requested):
+            return ModelSpec(requested, requested, _label_for(parse_spec(requested).model), False)
     if requested in BUILTIN_MODELS:
         path = BUILTIN_DIR / BUILTIN_MODELS[requested]
         return ModelSpec(requested, str(path), requested, True)

@@ -13,8 +13,12 @@ DEFAULT_MODEL = "tiny"
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_CASE_FILES = ("test_*.yaml", "test_*.yml")
 DEFAULT_GOLDEN_FILES = ("golden*.yaml", "golden*.yml")
+DEFAULT_CONCURRENCY = 4
+DEFAULT_REQUEST_TIMEOUT = 120.0
+DEFAULT_API_KEY_ENV = "VLEVAL_API_KEY"
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class VlOptions:
     batch_size: int | None  # None: chosen per device when the model loads
     case_files: tuple[str, ...]
     golden_files: tuple[str, ...]
+    # HTTP models (openai://...): requests in flight, seconds to wait for an answer, where the API key is.
+    concurrency: int = DEFAULT_CONCURRENCY
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    api_key_env: str = DEFAULT_API_KEY_ENV
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -37,7 +45,8 @@ def addoption(parser: pytest.Parser) -> None:
         dest="vl_model",
         default=None,
         metavar="MODEL",
-        help="Model to test: an alias (see README), a Hugging Face hub id or a local directory. "
+        help="Model to test: an alias (see README), a Hugging Face hub id, a local directory, or a served model "
+        "openai://HOST:PORT/v1/MODEL (openai+https://... for TLS). "
         f"Repeat to test several models. Default: ini vl_models, else '{DEFAULT_MODEL}' (the built-in model).",
     )
     group.addoption(
@@ -79,6 +88,30 @@ def addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Allow models whose code lives in their hub repository to run it. Default: off.",
     )
+    group.addoption(
+        "--vl-concurrency",
+        dest="vl_concurrency",
+        default=None,
+        metavar="N",
+        help="Requests in flight at once to an openai:// model. "
+        f"Default: ini vl_concurrency, else {DEFAULT_CONCURRENCY}.",
+    )
+    group.addoption(
+        "--vl-request-timeout",
+        dest="vl_request_timeout",
+        default=None,
+        metavar="SECONDS",
+        help="Seconds to wait for an openai:// model's answer to one request. "
+        f"Default: ini vl_request_timeout, else {DEFAULT_REQUEST_TIMEOUT:g}.",
+    )
+    group.addoption(
+        "--vl-api-key-env",
+        dest="vl_api_key_env",
+        default=None,
+        metavar="NAME",
+        help="Environment variable holding the API key sent to openai:// models (the key itself is never "
+        f"printed or stored). Default: ini vl_api_key_env, else {DEFAULT_API_KEY_ENV}.",
+    )
     parser.addini("vl_models", "Models to test when --vl-model is not given.", type="linelist", default=[])
     parser.addini("vl_device", "Default for --vl-device.", default="auto")
     parser.addini("vl_dtype", "Default for --vl-dtype.", default="auto")
@@ -87,6 +120,9 @@ def addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("vl_batch_size", "Default for --vl-batch-size.", default="auto")
     parser.addini("vl_trust_remote_code", "Default for --vl-trust-remote-code.", type="bool", default=False)
+    parser.addini("vl_concurrency", "Default for --vl-concurrency.", default=str(DEFAULT_CONCURRENCY))
+    parser.addini("vl_request_timeout", "Default for --vl-request-timeout.", default=f"{DEFAULT_REQUEST_TIMEOUT:g}")
+    parser.addini("vl_api_key_env", "Default for --vl-api-key-env.", default=DEFAULT_API_KEY_ENV)
     parser.addini(
         "vl_case_files",
         "Glob patterns of YAML case files to collect (file names only). Default: test_*.yaml test_*.yml.",
@@ -140,6 +176,20 @@ def parse_options(config: pytest.Config) -> VlOptions:
     if trust is None:
         trust = bool(config.getini("vl_trust_remote_code"))
 
+    concurrency = _positive_int(
+        _choose(config.getoption("vl_concurrency"), config, "vl_concurrency"), "--vl-concurrency"
+    )
+    raw_timeout = _choose(config.getoption("vl_request_timeout"), config, "vl_request_timeout")
+    try:
+        request_timeout = float(raw_timeout)
+    except ValueError:
+        request_timeout = 0.0
+    if not 0 < request_timeout < float("inf"):
+        raise pytest.UsageError(f"--vl-request-timeout={raw_timeout!r}: expected a positive number of seconds")
+    api_key_env = _choose(config.getoption("vl_api_key_env"), config, "vl_api_key_env")
+    if not _ENV_NAME_RE.match(api_key_env):
+        raise pytest.UsageError(f"--vl-api-key-env={api_key_env!r}: expected an environment variable name")
+
     return VlOptions(
         models=tuple(dict.fromkeys(models)),
         device=device,
@@ -149,4 +199,7 @@ def parse_options(config: pytest.Config) -> VlOptions:
         batch_size=batch,
         case_files=tuple(config.getini("vl_case_files")),
         golden_files=tuple(config.getini("vl_golden_files")),
+        concurrency=concurrency,
+        request_timeout=request_timeout,
+        api_key_env=api_key_env,
     )

@@ -37,7 +37,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: a pytest-vleval case (added to every YAML case)")
     config.addinivalue_line("markers", "vleval_golden: a gated metric of a golden caption set")
     options = parse_options(config)
-    models = resolve_models(options.models, rootdir=Path(config.rootpath))
+    try:
+        models = resolve_models(options.models, rootdir=Path(config.rootpath))
+    except ValueError as exc:  # a malformed openai:// spec
+        raise pytest.UsageError(f"--vl-model: {exc}") from None
 
     def load(spec: ModelSpec) -> Backend:
         backend = config.hook.pytest_vleval_load_model(config=config, spec=spec, options=options)
@@ -48,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     def batch_size(backend: Backend) -> int:
         if options.batch_size is not None:
             return options.batch_size
+        preferred = getattr(backend, "preferred_batch_size", None)  # e.g. an HTTP backend's concurrency
+        if isinstance(preferred, int) and preferred > 0:
+            return preferred
         return 8 if str(backend.info.get("device", "cpu")).startswith("cpu") else 16
 
     pool = ModelPool(load)
@@ -64,6 +70,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_vleval_load_model(config: pytest.Config, spec: ModelSpec, options: VlOptions) -> Backend:
+    from pytest_vleval.openai_backend import is_openai_spec
+
+    if is_openai_spec(spec.source):
+        from pytest_vleval.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec, options)
     from pytest_vleval.hf import TransformersBackend
 
     return TransformersBackend(spec, options)

@@ -1,0 +1,437 @@
+"""The HTTP backend: cases go to a served model through the OpenAI chat-completions API.
+
+Any server that speaks ``POST /v1/chat/completions`` with image parts works: vLLM, SGLang, ``transformers serve``.
+Select it with ``--vl-model=openai://HOST:PORT/v1/MODEL`` (plain HTTP) or ``openai+https://HOST[:PORT]/v1/MODEL``
+(TLS). Everything after the first ``/v1/`` is the model name the server knows, slashes included:
+``openai://gpu-box:8000/v1/Qwen/Qwen3-VL-8B-Instruct``.
+
+Standard library only (``http.client`` and threads): no torch, no HTTP client dependency.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from pytest_vleval.models import Conversation, GenerationFailure, ModelLoadError, ModelSpec
+from pytest_vleval.options import DEFAULT_API_KEY_ENV
+
+if TYPE_CHECKING:
+    from pytest_vleval.options import VlOptions
+
+SCHEMES = {"openai": "http", "openai+https": "https"}
+SYNTAX = "openai://HOST:PORT/v1/MODEL or openai+https://HOST[:PORT]/v1/MODEL"
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def is_openai_spec(requested: str) -> bool:
+    return requested.split("://", 1)[0].lower() in SCHEMES and "://" in requested
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a served model answers: ``{scheme}://{host}:{port}{base_path}/chat/completions`` for ``model``."""
+
+    scheme: str  # http or https
+    host: str
+    port: int
+    base_path: str  # "/v1", or "/some/prefix/v1" behind a proxy
+    model: str
+
+    @property
+    def origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.origin + self.base_path
+
+
+def parse_spec(requested: str) -> Endpoint:
+    """Parse ``openai://HOST:PORT/v1/MODEL``; a malformed spec raises ValueError saying what is wrong."""
+    parts = urlsplit(requested.strip())
+    scheme = SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"{requested!r} is not an OpenAI-compatible server spec: expected {SYNTAX}")
+    if "@" in parts.netloc:
+        # The spec is echoed in messages and test ids, so it must not carry a secret (nor is it echoed here).
+        raise ValueError(
+            f"a server spec must not contain credentials (user:password@); put the API key in the "
+            f"environment variable named by --vl-api-key-env (default {DEFAULT_API_KEY_ENV})"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{requested!r}: no query string or fragment allowed; expected {SYNTAX}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{requested!r}: the port is not a number; expected {SYNTAX}") from None
+    if not parts.hostname:
+        raise ValueError(f"{requested!r}: no host; expected {SYNTAX}")
+    marker = parts.path.find("/v1/")
+    model = unquote(parts.path[marker + 4 :]) if marker >= 0 else ""
+    if not model.strip("/"):
+        raise ValueError(f"{requested!r}: no model name after /v1/; expected {SYNTAX}")
+    return Endpoint(
+        scheme=scheme,
+        host=parts.hostname,
+        port=port or (443 if scheme == "https" else 80),
+        base_path=parts.path[: marker + 3],
+        model=model,
+    )
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+@lru_cache(maxsize=64)
+def _data_url(path: str, mtime_ns: int) -> str:
+    """The file as a base64 data URL. PNG, JPEG, GIF and WebP go as they are (servers decode them to the same
+    pixels the in-process backend sees); anything else is re-encoded losslessly as PNG."""
+    data = Path(path).read_bytes()
+    mime = next((m for magic, m in _MAGIC if data.startswith(magic)), None)
+    if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        mime = "image/webp"
+    if mime is None:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+        data, mime = buffer.getvalue(), "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def image_url(image: Path | str) -> str:
+    """An http(s) URL passes through (the server fetches it); a local file becomes a data URL."""
+    if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
+        return image
+    path = Path(image)
+    return _data_url(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+def chat_messages(conv: Conversation) -> list[dict[str, Any]]:
+    """The conversation in the order docs/CONTRACTS.md fixes: images first, in the first user turn only;
+    earlier turns followed by the model's own answers."""
+    messages: list[dict[str, Any]] = []
+    if conv.system:
+        messages.append({"role": "system", "content": conv.system})
+    turns: list[tuple[str, str | None]] = [*conv.history, (conv.question, None)]
+    for n, (question, answer) in enumerate(turns):
+        content: list[dict[str, Any]] = (
+            [{"type": "image_url", "image_url": {"url": image_url(p)}} for p in conv.images] if n == 0 else []
+        )
+        content.append({"type": "text", "text": question})
+        messages.append({"role": "user", "content": content})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def chat_request(model: str, conv: Conversation) -> dict[str, Any]:
+    """Greedy settings: temperature 0 is greedy decoding on vLLM, SGLang and transformers serve."""
+    return {
+        "model": model,
+        "messages": chat_messages(conv),
+        "temperature": 0,
+        "max_tokens": conv.max_new_tokens,
+        "stream": False,
+    }
+
+
+def server_message(body: bytes) -> str:
+    """The error text a server put in its reply: OpenAI/vLLM ``{"error": {"message"}}``, vLLM's older
+    ``{"message"}``, FastAPI's ``{"detail"}``, else the body itself (shortened)."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:500] or "(empty reply)"
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "detail", "error"):
+            if data.get(key):
+                value = data[key]
+                return value if isinstance(value, str) else json.dumps(value)[:500]
+    return text[:500]
+
+
+def fingerprint(endpoint: Endpoint, card: dict[str, Any] | None, *, now: float) -> tuple[str, dict[str, object]]:
+    """A stable identity for what answers: the server URL, the model name, and what the server says about the
+    model in ``/v1/models`` (id, owned_by, root, parent, and ``created``). vLLM and SGLang fill ``created`` with
+    the time of the reply, so a ``created`` within a day of now says nothing about the model and is left out;
+    transformers serve (the cache's last-modified time) and OpenAI (the model's creation) give a real one."""
+    parts: dict[str, object] = {"server": endpoint.base_url, "model": endpoint.model}
+    if card:
+        for key in ("id", "owned_by", "root", "parent"):
+            if card.get(key) is not None:
+                parts[key] = card[key]
+        created = card.get("created")
+        if isinstance(created, (int, float)) and abs(now - created) > 86400:
+            parts["created"] = int(created)
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return f"openai:{digest}", parts
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    retry_after: float | None
+    body: bytes
+
+
+class _Unreachable(Exception):
+    """The server could not be reached or dropped the connection: worth retrying."""
+
+
+class _TimedOut(Exception):
+    """The server took the request but did not answer in time: retrying would only wait again."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def map_bounded(func: Callable[[_T], _R], items: Sequence[_T], workers: int, stop: threading.Event) -> list[_R | None]:
+    """``[func(x) for x in items]`` with at most ``workers`` calls at once, in order. ``func`` must not raise;
+    items not reached once ``stop`` is set stay None.
+
+    Daemon threads, not a ThreadPoolExecutor: on Ctrl-C the main thread leaves at once instead of the
+    interpreter waiting at exit for requests in flight (up to the request timeout each).
+    """
+    results: list[Any] = [None] * len(items)
+    indices = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                i = next(indices, None)
+            if i is None:
+                return
+            results[i] = func(items[i])
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(items)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stop.set()  # no new requests; those in flight end with their timeout
+        raise
+    return results
+
+
+class OpenAIBackend:
+    """A model behind an OpenAI-compatible server. Loading probes the server; generating sends one
+    chat-completions request per conversation, ``concurrency`` at a time."""
+
+    retries = 3  # after the first attempt, on connection errors, 429 and 5xx
+    backoff = 0.5  # seconds before the first retry; doubles each time
+    max_wait = 30.0  # longest wait before a retry, also for a server's Retry-After
+    connect_timeout = 10.0
+    probe_timeout = 10.0
+
+    def __init__(self, spec: ModelSpec, options: VlOptions) -> None:
+        started = time.perf_counter()
+        self.spec = spec
+        try:
+            self.endpoint = parse_spec(spec.source)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        self.concurrency = options.concurrency
+        self.request_timeout = options.request_timeout
+        self._api_key_env = options.api_key_env
+        self._api_key = os.environ.get(self._api_key_env, "").strip() or None
+        if self._api_key is not None and not all(33 <= ord(ch) < 127 for ch in self._api_key):
+            # http.client would put the header, key included, in its exception message.
+            raise ModelLoadError(f"the API key in ${self._api_key_env} has characters that cannot go in an HTTP header")
+        self._unreachable = False  # set when a request gave up on a dead server: later ones try once
+        self._stop = threading.Event()
+        card, listed = self._probe()
+        self.fingerprint, fingerprint_parts = fingerprint(self.endpoint, card, now=time.time())
+        self._listed = listed
+        self.info: dict[str, object] = {
+            "source": spec.source,
+            "architecture": "OpenAI-compatible server",
+            "device": self.endpoint.base_url,
+            "dtype": "served",
+            "server_model": self.endpoint.model,
+            "fingerprint": self.fingerprint,
+            "fingerprint_parts": fingerprint_parts,
+            "concurrency": self.concurrency,
+            "request_timeout": self.request_timeout,
+            "api_key": f"from ${self._api_key_env}" if self._api_key else "none",
+            "load_seconds": round(time.perf_counter() - started, 3),
+        }
+        # Enough conversations per batch to keep `concurrency` requests in flight across the batch's tail.
+        self.preferred_batch_size = max(16, 4 * self.concurrency)
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.endpoint.base_url!r}, model={self.endpoint.model!r})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None, timeout: float) -> _Reply:
+        endpoint = self.endpoint
+        connection: http.client.HTTPConnection
+        if endpoint.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                endpoint.host, endpoint.port, timeout=self.connect_timeout, context=ssl.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=self.connect_timeout)
+        headers = {"Accept": "application/json", "User-Agent": "pytest-vleval"}
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        try:
+            try:
+                connection.connect()
+            except OSError as exc:
+                raise _Unreachable(f"cannot connect: {exc}") from None
+            assert connection.sock is not None
+            connection.sock.settimeout(timeout)
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                return _Reply(response.status, _retry_after(response.getheader("Retry-After")), response.read())
+            except TimeoutError:
+                raise _TimedOut(f"no answer within {timeout:g} s") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Unreachable(f"connection lost: {type(exc).__name__}: {exc}") from None
+        finally:
+            connection.close()
+
+    def _probe(self) -> tuple[dict[str, Any] | None, list[str] | None]:
+        """Fail fast and clearly when nothing answers at the URL; read what the server says about the model."""
+        base = self.endpoint.base_url
+        try:
+            reply = self._request("GET", self.endpoint.base_path + "/models", None, self.probe_timeout)
+        except (_Unreachable, _TimedOut) as exc:
+            raise ModelLoadError(
+                f"no OpenAI-compatible server answers at {base} (GET {base}/models: {exc}); is it running?"
+            ) from None
+        if reply.status in (401, 403):
+            hint = "" if self._api_key else f", and ${self._api_key_env} is not set"
+            raise ModelLoadError(
+                f"the server at {base} refused the request (HTTP {reply.status}: "
+                f"{self._redact(server_message(reply.body))}); the API key is read from ${self._api_key_env}{hint}"
+            )
+        card, listed = None, None
+        if reply.status == 200:
+            try:
+                entries = json.loads(reply.body).get("data") or []
+                listed = [str(e.get("id")) for e in entries if isinstance(e, dict)]
+                card = next((e for e in entries if isinstance(e, dict) and e.get("id") == self.endpoint.model), None)
+            except (ValueError, AttributeError):
+                listed = None
+        # /health exists on vLLM, SGLang and transformers serve; elsewhere a 404 is fine.
+        health_url = self.endpoint.origin + self.endpoint.base_path.removesuffix("/v1") + "/health"
+        try:
+            health = self._request(
+                "GET", self.endpoint.base_path.removesuffix("/v1") + "/health", None, self.probe_timeout
+            )
+        except (_Unreachable, _TimedOut) as exc:
+            raise ModelLoadError(f"the server at {base} stopped answering (GET {health_url}: {exc})") from None
+        if health.status >= 500:
+            raise ModelLoadError(
+                f"the server at {base} reports it is unhealthy (GET {health_url}: HTTP {health.status}: "
+                f"{self._redact(server_message(health.body))})"
+            )
+        return card, listed
+
+    def _answer(self, conv: Conversation) -> str | GenerationFailure:
+        url = f"POST {self.endpoint.base_url}/chat/completions"
+        try:
+            payload = chat_request(self.endpoint.model, conv)
+        except OSError as exc:
+            return GenerationFailure(f"cannot read an image of the case: {exc}")
+        attempts = 1 if self._unreachable else 1 + self.retries
+        delay = self.backoff
+        problems: list[str] = []  # distinct, in order: "connection lost" then "cannot connect" tells a story
+        for attempt in range(1, attempts + 1):
+            unreachable = False
+            try:
+                reply = self._request(
+                    "POST", self.endpoint.base_path + "/chat/completions", payload, self.request_timeout
+                )
+            except _TimedOut as exc:
+                return GenerationFailure(f"{url}: {exc} (--vl-request-timeout={self.request_timeout:g})")
+            except _Unreachable as exc:
+                problem, wait, unreachable = str(exc), delay, True
+            else:
+                if reply.status == 200:
+                    self._unreachable = False
+                    return self._parse(url, reply.body)
+                problem = f"HTTP {reply.status}: {self._redact(server_message(reply.body))}"
+                if reply.status != 429 and reply.status < 500:
+                    if reply.status == 404 and self._listed and self.endpoint.model not in self._listed:
+                        problem += f" (the server lists: {', '.join(self._listed)})"
+                    return GenerationFailure(f"{url}: {problem}")
+                wait = reply.retry_after if reply.retry_after is not None else delay
+            if problem not in problems:
+                problems.append(problem)
+            if attempt == attempts or self._stop.wait(min(wait, self.max_wait)):
+                break
+            delay *= 2
+        if unreachable:
+            # The server is gone: later requests try once instead of each waiting through the backoff.
+            self._unreachable = True
+        gave_up = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
+        return GenerationFailure(f"{url}: {'; then '.join(problems)}{gave_up}")
+
+    def _parse(self, url: str, body: bytes) -> str | GenerationFailure:
+        try:
+            content = json.loads(body)["choices"][0]["message"].get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return GenerationFailure(
+                f"{url}: not a chat completion: {self._redact(body.decode('utf-8', 'replace'))[:300]}"
+            )
+        return (content or "").strip()
+
+    def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
+        if self._stop.is_set():
+            raise RuntimeError(f"{self!r} is closed")
+        answers = map_bounded(self._guarded_answer, conversations, self.concurrency, self._stop)
+        return [GenerationFailure("interrupted") if a is None else a for a in answers]
+
+    def _guarded_answer(self, conv: Conversation) -> str | GenerationFailure:
+        try:
+            return self._answer(conv)
+        except Exception as exc:  # a bug here must fail one case, not kill a worker thread silently
+            return GenerationFailure(self._redact(f"{type(exc).__name__}: {exc}"))
+
+    def close(self) -> None:
+        self._stop.set()
