@@ -413,3 +413,11 @@ def test_plugins_can_add_to_the_record_and_collect_only_writes_none(suite_projec
     assert read_record(suite_project.path / "run.json")["run"]["ci"] == {"job": "nightly", "cases": 10}
     result = suite_project.runpytest("test_cases", "--vl-model=fake", "--vl-save", "--collect-only")
     assert result.ret == 0 and not (suite_project.path / ".vleval" / "runs").exists()
+
+
+def test_a_run_where_no_model_ran_saves_nothing(fake_project: pytest.Pytester) -> None:
+    fake_project.makefile(".yaml", test_broken="cases:\n  - {id: a, question: [unclosed\n")
+    result = fake_project.runpytest("--vl-model=fake", "--vl-save=empty")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["vleval: not saving a run record: no model ran"])
+    assert not (fake_project.path / ".vleval" / "runs").exists()

@@ -278,7 +278,9 @@ class RunState:
         self.comparison: Comparison | None = None
         self.record: dict[str, Any] | None = None
         self.saved: list[Path] = []
-        self.errors: list[str] = []
+        self.notices: list[str] = []
+        # Set by plugins that read the record without saving it (the HTML report, the model comparison table).
+        self.record_wanted = False
 
     def load_baseline(self) -> None:
         """Find and read the run to compare with (at configure time, so a bad reference fails before the run)."""
@@ -366,16 +368,16 @@ class RunState:
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if _is_worker(self.config):
-            if self.options.wants_record:
+            if self.options.wants_record or self.record_wanted:
                 self.config.workeroutput[WORKER_KEY] = json.dumps(self.snapshot())  # type: ignore[attr-defined]
             return
-        if not self.options.wants_record or self.config.option.collectonly:
+        if not (self.options.wants_record or self.record_wanted) or self.config.option.collectonly:
             return
         self.processes.append(self.snapshot())
         try:
             self._finish(session)
         except Exception as exc:  # a broken record must not hide the test results
-            self.errors.append(f"could not build or save the run record: {type(exc).__name__}: {exc}")
+            self.notices.append(f"could not build or save the run record: {type(exc).__name__}: {exc}")
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
@@ -422,6 +424,10 @@ class RunState:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         record["run"]["exitstatus"] = int(session.exitstatus)
         self.record = record
+        if not record["models"]:
+            # As pytest-benchmark does: an empty record would only become a useless "latest" baseline.
+            self.notices.append("not saving a run record: no model ran")
+            return
         if self.options.json_path is not None:
             write_json(self.options.json_path, record)
             self.saved.append(self.options.json_path)
@@ -489,7 +495,7 @@ class RunState:
                 limits = ",".join(rule.text for rule in self.options.rules)
                 lines.append(f"vleval gate passed ({limits})")
         lines.extend(f"vleval run record saved: {_display_path(p, self.config)}" for p in self.saved)
-        lines.extend(f"vleval: {error}" for error in self.errors)
+        lines.extend(f"vleval: {error}" for error in self.notices)
         if not lines:
             return
         terminalreporter.section("vleval regression")
