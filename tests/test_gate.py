@@ -432,3 +432,10 @@ def test_demo_with_the_builtin_models(tmp_path: Path) -> None:
     same = run("--vl-model=tiny", *gate)
     assert same.returncode == saved.returncode, same.stdout[-3000:]
     assert "vleval gate passed" in same.stdout and "passed before, failed now: 0" in same.stdout
+
+
+def test_two_limits_on_one_metric_the_broken_one_is_reported() -> None:
+    current = dict(BASE) | {"colour-1": False}
+    for spec in ("accuracy:-50%,accuracy:-1%", "accuracy:-1%,accuracy:-50%"):
+        comparison = compare_records(_record("m", BASE), _record("m", current), parse_fail_spec(spec))
+        assert comparison.failed and "breaches accuracy:-1%" in comparison.failures[0]

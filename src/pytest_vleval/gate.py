@@ -471,6 +471,8 @@ def _default_rows(before: Mapping[str, float], after: Mapping[str, float]) -> li
 
 
 def _apply_rule(row: Row, rule: Rule) -> None:
+    if row.rule is not None and row.breached:
+        return  # an earlier limit on this metric already failed; it is the one to report
     row.rule = rule.text
     if row.before is None or row.after is None:
         side = "baseline" if row.before is None else "current run"
