@@ -94,7 +94,7 @@ def test_works_with_benchmark_autosave_and_compare(suite_project: pytest.Pyteste
     saved = list((suite_project.path / ".benchmarks" / machine_id()).glob("0001_*.json"))
     assert len(saved) == 1
     assert json.loads(saved[0].read_text())["benchmarks"][0]["extra_info"]["vleval_model"] == "fake"
-    compared = suite_project.runpytest(*args, "--benchmark-compare=0001", "--benchmark-compare-fail=mean:100000%")
+    compared = suite_project.runpytest(*args, "--benchmark-compare=0001", "--benchmark-compare-fail=mean:1.0")
     compared.assert_outcomes(passed=11)
     assert compared.ret == 0
     out = compared.stdout.str()  # rows sorted by time: either may come first
@@ -104,10 +104,10 @@ def test_works_with_benchmark_autosave_and_compare(suite_project: pytest.Pyteste
 def test_latency_limits_gate_a_benchmarked_run(suite_project: pytest.Pytester) -> None:  # noqa: F811
     args = ["test_cases", "--vl-model=fake", "--vl-benchmark=1", "-k", "c1"]
     suite_project.runpytest(*args, "--vl-save=base").assert_outcomes(passed=2)
-    result = suite_project.runpytest(*args, "--vl-compare", "--vl-compare-fail=latency_p50:+100000%,memory_peak:+50%")
+    result = suite_project.runpytest(*args, "--vl-compare", "--vl-compare-fail=latency_p50:+1s,memory_peak:+50%")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
-        ["*latency_p50 * +100000% * ok*", "*memory_peak * MiB * MiB * +50% * ok*", "vleval gate passed*"]
+        ["*latency_p50 * +1s * ok*", "*memory_peak * MiB * MiB * +50% * ok*", "vleval gate passed*"]
     )
 
 
