@@ -57,7 +57,18 @@ class CaseItem(pytest.Function):
         __tracebackhide__ = True
         vl = get_session(self.config)
         prediction = vl.predictor.predict(self.spec, self.case)
-        result = evaluate(self.case, self.spec.label, prediction)
+        if prediction.skipped is not None:
+            pytest.skip(f"model {self.spec.label}: {prediction.skipped}")
+        convention: str | None = None
+        resized: tuple[tuple[int, int], ...] = ()
+        if prediction.error is None and any(turn.scorer == "iou" for turn in self.case.turns):
+            from pytest_vleval.families import box_context
+
+            info = vl.pool.infos.get(self.spec.label)
+            convention, resized = box_context(
+                self.spec, self.case.images, info=info, trust_remote_code=vl.options.trust_remote_code
+            )
+        result = evaluate(self.case, self.spec.label, prediction, box_convention=convention, resized_sizes=resized)
         vl.results.append(result)
         self.user_properties.append(("vleval", result.to_dict()))
         if not result.passed:

@@ -15,8 +15,18 @@ import torch
 from PIL import Image
 
 from pytest_vleval.devices import process_device
-from pytest_vleval.models import Conversation, ModelLoadError, ModelSpec
+from pytest_vleval.families import adapter_for_config
+from pytest_vleval.models import (
+    REMOTE_CODE_ALIASES,
+    Conversation,
+    GenerationFailure,
+    ModelLoadError,
+    ModelSpec,
+    UnsupportedConversation,
+)
 from pytest_vleval.options import VlOptions
+from pytest_vleval.precision import precision_label, quantization_config
+
 
 
 def resolve_device(requested: str) -> str:
@@ -54,10 +64,14 @@ def resolve_dtype(requested: str, device: str) -> torch.dtype:
     return torch.float16
 
 
-def _load_model(source: str, *, dtype: torch.dtype, device: str, trust_remote_code: bool) -> Any:
+def _load_model(
+    source: str, *, dtype: torch.dtype, device: str, trust_remote_code: bool, quantization: Any = None
+) -> Any:
     import transformers
 
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     if device == "cuda":
         kwargs["device_map"] = "auto"
     elif device.startswith("cuda:"):
@@ -89,31 +103,50 @@ class TransformersBackend:
         # Under pytest-xdist each worker binds to its own GPU (gw0 -> cuda:0, ...).
         self.device = resolve_device(process_device(options.device, torch.cuda.device_count()))
         self.dtype = resolve_dtype(options.dtype, self.device)
+        if options.quantization != "none" and not self.device.startswith("cuda"):
+            raise ModelLoadError(
+                f"--vl-quantization={options.quantization} needs a CUDA GPU; the model would run on {self.device}"
+            )
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(
                 spec.source, trust_remote_code=options.trust_remote_code
             )
             self.model = _load_model(
-                spec.source, dtype=self.dtype, device=self.device, trust_remote_code=options.trust_remote_code
+                spec.source,
+                dtype=self.dtype,
+                device=self.device,
+                trust_remote_code=options.trust_remote_code,
+                quantization=quantization_config(options.quantization, self.dtype),
             )
         except ModelLoadError:
             raise
         except (OSError, ValueError, ImportError) as exc:
             where = "local directory" if spec.is_local else "hub id (needs network or a local cache)"
+            hint = ""
+            if spec.requested in REMOTE_CODE_ALIASES:
+                hint = " (a remote-code family: load it with a pytest_vleval_load_model hook, see docs/families.md)"
             raise ModelLoadError(
-                f"cannot load model {spec.requested!r} from {where} {spec.source}: {exc}"
+                f"cannot load model {spec.requested!r} from {where} {spec.source}: {exc}{hint}"
             ) from exc
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         # Batched generation needs left padding; most reloaded tokenizers default to right.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        chat_template = getattr(self.processor, "chat_template", None)
+        self.family = adapter_for_config(self.model.config, chat_template=chat_template)
         self.generation_config = self._greedy_config()
-        self.has_chat_template = bool(getattr(self.processor, "chat_template", None))
+        self.has_chat_template = bool(chat_template)
+        dtype_name = str(self.dtype).removeprefix("torch.")
         self.info: dict[str, object] = {
             "source": spec.source,
             "device": str(self.model.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": dtype_name,
+            "quantization": options.quantization,
+            "precision": precision_label(dtype_name, options.quantization),
+            "family": self.family.name,
+            "box_convention": self.family.box_convention,
+            "capabilities": self.family.capabilities(has_chat_template=self.has_chat_template),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "load_seconds": round(time.perf_counter() - started, 3),
             "architecture": type(self.model).__name__,
@@ -128,24 +161,20 @@ class TransformersBackend:
                 setattr(config, attr, None)
         if config.pad_token_id is None:
             config.pad_token_id = self.tokenizer.pad_token_id
+        # The family's end-of-turn tokens end an answer even where the checkpoint's config lists only eos.
+        eos = config.eos_token_id
+        stops = [] if eos is None else list(eos) if isinstance(eos, list | tuple) else [eos]
+        unk = self.tokenizer.unk_token_id
+        for token in self.family.stop_tokens:
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != unk and token_id not in stops:
+                stops.append(token_id)
+        if stops:
+            config.eos_token_id = stops
         return config
 
     def _prompt(self, conv: Conversation) -> str:
-        if not self.has_chat_template:
-            parts = [f"Question: {q} Answer: {a}" for q, a in conv.history]
-            parts.append(f"Question: {conv.question} Answer:")
-            return " ".join(parts)
-        messages: list[dict[str, Any]] = []
-        if conv.system:
-            messages.append({"role": "system", "content": [{"type": "text", "text": conv.system}]})
-        turns = [*conv.history, (conv.question, None)]
-        for n, (question, answer) in enumerate(turns):
-            content: list[dict[str, Any]] = [{"type": "image"} for _ in conv.images] if n == 0 else []
-            content.append({"type": "text", "text": question})
-            messages.append({"role": "user", "content": content})
-            if answer is not None:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.family.build_prompt(self.processor, conv)
 
     @staticmethod
     def _image(path: Path) -> Image.Image:
@@ -155,28 +184,53 @@ class TransformersBackend:
     def prepare(self, conversations: Sequence[Conversation]) -> Any:
         """Processor inputs for a batch, on the model's device."""
         prompts = [self._prompt(c) for c in conversations]
-        images = [self._image(p) for c in conversations for p in c.images]
+        images: list[Any]
+        if self.family.nested_images:  # e.g. Gemma 3, Idefics3: one list of images per prompt
+            images = [[self._image(p) for p in c.images] for c in conversations]
+            images = images if any(images) else []
+        else:
+            images = [self._image(p) for c in conversations for p in c.images]
         inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
 
+    def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
+        """Answers in order; a conversation the family cannot take (two images for BLIP-2, a dialogue without
+        a chat template) gets an :class:`UnsupportedConversation` instead, and the others still run."""
+        answers: list[str | GenerationFailure] = []
+        runnable: list[Conversation] = []
+        for conv in conversations:
+            reason = self.family.unsupported(conv, has_chat_template=self.has_chat_template)
+            answers.append(UnsupportedConversation(reason) if reason else "")
+            if not reason:
+                runnable.append(conv)
+        generated = iter(self._generate(runnable) if runnable else [])
+        return [answer if isinstance(answer, GenerationFailure) else next(generated) for answer in answers]
+
+    @staticmethod
+    def _new_tokens(output: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The generated tokens: decoder-only models return the (left-padded) prompt first, encoder-decoder
+        ones (BLIP-2 Flan-T5) only the answer; checking the prefix, not the config, handles both."""
+        n = input_ids.shape[1]
+        if output.shape[1] >= n and torch.equal(output[:, :n], input_ids.to(output.device)):
+            return output[:, n:]
+        return output
+
     @torch.inference_mode()
-    def generate(self, conversations: Sequence[Conversation]) -> list[str]:
-        if not conversations:
-            return []
+    def _generate(self, conversations: Sequence[Conversation]) -> list[str]:
         inputs = self.prepare(conversations)
         budget = max(c.max_new_tokens for c in conversations)
         config = copy.copy(self.generation_config)
         config.max_new_tokens = budget
-        output = self.model.generate(**inputs, generation_config=config)
-        if not self.model.config.is_encoder_decoder and output.shape[1] >= inputs["input_ids"].shape[1]:
-            output = output[:, inputs["input_ids"].shape[1] :]
+        output = self._new_tokens(self.model.generate(**inputs, generation_config=config), inputs["input_ids"])
         # Greedy decoding is prefix-stable: cutting a longer generation at a case's own budget
         # gives exactly what generating with that budget would.
         trimmed = [row[: c.max_new_tokens] for row, c in zip(output, conversations, strict=True)]
-        return [t.strip() for t in self.tokenizer.batch_decode(trimmed, skip_special_tokens=True)]
+        decoded = self.tokenizer.batch_decode(trimmed, skip_special_tokens=True)
+        prompts = [self._prompt(c) for c in conversations]
+        return [self.family.postprocess(t, p) for t, p in zip(decoded, prompts, strict=True)]
 
     @torch.inference_mode()
     def generate_timed(self, conversation: Conversation) -> dict[str, Any]:

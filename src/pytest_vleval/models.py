@@ -30,7 +30,42 @@ ALIASES: dict[str, str] = {
     "BLIP-2-OPT-2.7B": "Salesforce/blip2-opt-2.7b",
     "BLIP-2-FlanT5-XL": "Salesforce/blip2-flan-t5-xl",
     "InstructBLIP-7B": "Salesforce/instructblip-vicuna-7b",
+    # Family adapters (families.py): Thinking variants, more sizes and the other HF-native families.
+    "Qwen3-VL-2B-Thinking": "Qwen/Qwen3-VL-2B-Thinking",
+    "Qwen3-VL-4B-Thinking": "Qwen/Qwen3-VL-4B-Thinking",
+    "Qwen3-VL-8B-Thinking": "Qwen/Qwen3-VL-8B-Thinking",
+    "Qwen3-VL-32B-Thinking": "Qwen/Qwen3-VL-32B-Thinking",
+    "Qwen3-VL-30B-A3B-Thinking": "Qwen/Qwen3-VL-30B-A3B-Thinking",
+    "LLaVA-NeXT-Vicuna-7B": "llava-hf/llava-v1.6-vicuna-7b-hf",
+    "LLaVA-NeXT-Vicuna-13B": "llava-hf/llava-v1.6-vicuna-13b-hf",
+    "LLaVA-NeXT-34B": "llava-hf/llava-v1.6-34b-hf",
+    "LLaVA-OneVision-0.5B": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    "LLaVA-OneVision-7B": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "LLaVA-OneVision-72B": "llava-hf/llava-onevision-qwen2-72b-ov-hf",
+    "BLIP-2-OPT-6.7B": "Salesforce/blip2-opt-6.7b",
+    "BLIP-2-FlanT5-XXL": "Salesforce/blip2-flan-t5-xxl",
+    "InstructBLIP-13B": "Salesforce/instructblip-vicuna-13b",
+    "InstructBLIP-FlanT5-XL": "Salesforce/instructblip-flan-t5-xl",
+    "Idefics3-8B": "HuggingFaceM4/Idefics3-8B-Llama3",
+    "SmolVLM-256M": "HuggingFaceTB/SmolVLM-256M-Instruct",
+    "SmolVLM-500M": "HuggingFaceTB/SmolVLM-500M-Instruct",
+    "SmolVLM-2B": "HuggingFaceTB/SmolVLM-Instruct",
+    "SmolVLM2-2.2B": "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+    "InternVL3-1B": "OpenGVLab/InternVL3-1B-hf",
+    "InternVL3-2B": "OpenGVLab/InternVL3-2B-hf",
+    "InternVL3-8B": "OpenGVLab/InternVL3-8B-hf",
+    "InternVL3-14B": "OpenGVLab/InternVL3-14B-hf",
+    "Gemma-3-4B": "google/gemma-3-4b-it",
+    "Gemma-3-12B": "google/gemma-3-12b-it",
+    "Gemma-3-27B": "google/gemma-3-27b-it",
+    # Remote-code families: need --vl-trust-remote-code and a pytest_vleval_load_model hook (docs/families.md).
+    "Qwen-VL-Chat": "Qwen/Qwen-VL-Chat",
+    "mPLUG-Owl3-7B": "mPLUG/mPLUG-Owl3-7B-240728",
+    "CogVLM-17B": "THUDM/cogvlm-chat-hf",
 }
+
+# Aliases whose code lives in their hub repository: the built-in loader cannot prompt them.
+REMOTE_CODE_ALIASES = frozenset({"Qwen-VL-Chat", "mPLUG-Owl3-7B", "CogVLM-17B"})
 
 # Built-in models shipped inside the package (see builtin/).
 BUILTIN_MODELS = {"tiny": "tiny", "tiny-v0": "tiny-v0"}
@@ -111,6 +146,12 @@ class GenerationFailure:
     message: str
 
 
+@dataclass(frozen=True)
+class UnsupportedConversation(GenerationFailure):
+    """Returned in place of an answer when the model's family cannot take the conversation at all (two images
+    for BLIP-2, a dialogue without a chat template): the case is skipped with this message, not failed."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A loaded model that answers conversations. Implement this to plug in another runtime."""
@@ -122,7 +163,8 @@ class Backend(Protocol):
         """Greedy answers, one per conversation, in order.
 
         Raising fails the whole batch: the caller halves it and retries, down to single conversations.
-        A :class:`GenerationFailure` in the list fails that conversation alone.
+        A :class:`GenerationFailure` in the list fails that conversation alone; an
+        :class:`UnsupportedConversation` skips its case.
         """
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N, mps"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATIONS = ("none", "bnb-4bit", "bnb-8bit")
 DEFAULT_MODEL = "tiny"
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_CASE_FILES = ("test_*.yaml", "test_*.yml")
@@ -35,6 +36,7 @@ class VlOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     api_key_env: str = DEFAULT_API_KEY_ENV
+    quantization: str = "none"  # precision.QUANTIZATIONS: bitsandbytes weights on a CUDA GPU
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -123,6 +125,15 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("vl_concurrency", "Default for --vl-concurrency.", default=str(DEFAULT_CONCURRENCY))
     parser.addini("vl_request_timeout", "Default for --vl-request-timeout.", default=f"{DEFAULT_REQUEST_TIMEOUT:g}")
     parser.addini("vl_api_key_env", "Default for --vl-api-key-env.", default=DEFAULT_API_KEY_ENV)
+    group.addoption(
+        "--vl-quantization",
+        dest="vl_quantization",
+        default=None,
+        metavar="MODE",
+        help="Weight quantisation: none, bnb-4bit or bnb-8bit (bitsandbytes; needs a CUDA GPU). "
+        "Default: ini vl_quantization, else none.",
+    )
+    parser.addini("vl_quantization", "Default for --vl-quantization.", default="none")
     parser.addini(
         "vl_case_files",
         "Glob patterns of YAML case files to collect (file names only). Default: test_*.yaml test_*.yml.",
@@ -190,6 +201,10 @@ def parse_options(config: pytest.Config) -> VlOptions:
     if not _ENV_NAME_RE.match(api_key_env):
         raise pytest.UsageError(f"--vl-api-key-env={api_key_env!r}: expected an environment variable name")
 
+    quantization = _choose(config.getoption("vl_quantization"), config, "vl_quantization").lower()
+    if quantization not in QUANTIZATIONS:
+        raise pytest.UsageError(f"--vl-quantization={quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
+
     return VlOptions(
         models=tuple(dict.fromkeys(models)),
         device=device,
@@ -202,4 +217,5 @@ def parse_options(config: pytest.Config) -> VlOptions:
         concurrency=concurrency,
         request_timeout=request_timeout,
         api_key_env=api_key_env,
+        quantization=quantization,
     )

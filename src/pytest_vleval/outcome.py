@@ -62,8 +62,15 @@ def _image_sizes(case: Case) -> tuple[tuple[int, int], ...]:
 
 
 def evaluate(
-    case: Case, model: str, prediction: Prediction, *, box_convention: str | None = None
+    case: Case,
+    model: str,
+    prediction: Prediction,
+    *,
+    box_convention: str | None = None,
+    resized_sizes: tuple[tuple[int, int], ...] = (),
 ) -> CaseResult:
+    """Score each turn's answer. `box_convention` and `resized_sizes` (the model-input size of each image,
+    for conventions in input pixels) say how the model writes boxes (see families.box_context)."""
     result = CaseResult(
         model=model,
         file=str(case.path),
@@ -75,7 +82,9 @@ def evaluate(
     context = None
     for turn, answer in zip(case.turns, prediction.answers, strict=False):
         if turn.scorer == "iou" and context is None:
-            context = scoring.ScoreContext(image_sizes=_image_sizes(case), box_convention=box_convention)
+            context = scoring.ScoreContext(
+                image_sizes=_image_sizes(case), box_convention=box_convention, resized_sizes=resized_sizes
+            )
         cleaned = scoring.strip_thinking(answer)
         scored = scoring.score(
             turn.scorer, cleaned, turn.reference, turn.options, context or scoring.ScoreContext()

@@ -37,6 +37,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: a pytest-vleval case (added to every YAML case)")
     config.addinivalue_line("markers", "vleval_golden: a gated metric of a golden caption set")
     options = parse_options(config)
+    if options.quantization != "none" and not config.getoption("help", False):
+        from pytest_vleval.precision import check_quantization
+
+        check_quantization(options.quantization, options.device)  # a UsageError without a CUDA GPU
     try:
         models = resolve_models(options.models, rootdir=Path(config.rootpath))
     except ValueError as exc:  # a malformed openai:// spec

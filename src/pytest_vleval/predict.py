@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pytest_vleval.cases import Case
-from pytest_vleval.models import Backend, Conversation, GenerationFailure, ModelSpec
+from pytest_vleval.models import Backend, Conversation, GenerationFailure, ModelSpec, UnsupportedConversation
 
 CaseKey = tuple[str, str, str]  # (model label, case file, case id)
 
@@ -23,6 +23,7 @@ class Prediction:
     answers: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    skipped: str | None = None  # the model's family cannot take this case (UnsupportedConversation)
 
 
 class PredictionError(Exception):
@@ -163,5 +164,7 @@ class BatchPredictor:
                 predictions[
                     id(case)
                 ].error = f"model {backend.spec.label!r} failed on turn {turn + 1}: {answer.message}"
+                if isinstance(answer, UnsupportedConversation):
+                    predictions[id(case)].skipped = answer.message
             else:
                 predictions[id(case)].answers.append(answer)

@@ -23,7 +23,8 @@ def summary_lines(vl: VlSession) -> list[str]:
         head = f"model {spec.label}"
         if info:
             head += (
-                f" ({info.get('architecture', '?')}, {info.get('device', '?')}, {info.get('dtype', '?')}, "
+                f" ({info.get('architecture', '?')}, {info.get('device', '?')}, "
+                f"{info.get('precision', info.get('dtype', '?'))}, "
                 f"loaded {vl.pool.load_counts.get(spec.label, 0)}x in {float(str(info.get('load_seconds', 0))):.1f} s)"
             )
         passed = sum(r.passed for r in results)
@@ -35,10 +36,15 @@ def summary_lines(vl: VlSession) -> list[str]:
         for file, rs in sorted(by_file.items()):
             mean = sum(r.score for r in rs) / len(rs)
             errors = sum(r.error is not None for r in rs)
-            parse_failures = sum(t.parse_failed for r in rs for t in r.turns)
             extra = f", {errors} errors" if errors else ""
-            if parse_failures:
-                extra += f", answer parse failures: {parse_failures}/{sum(len(r.turns) for r in rs)}"
+            # Unparsable answers score 0 and are counted apart: boxes (iou) and numbers (relaxed accuracy).
+            for kind, turns in (
+                ("box", [t for r in rs for t in r.turns if t.scorer == "iou"]),
+                ("answer", [t for r in rs for t in r.turns if t.scorer != "iou"]),
+            ):
+                failures = sum(t.parse_failed for t in turns)
+                if failures:
+                    extra += f", {kind} parse failures: {failures}/{len(turns)}"
             lines.append(
                 f"  {os.path.relpath(file):<{width}}  {sum(r.passed for r in rs):>3}/{len(rs):<3} passed"
                 f"  mean score {mean:.3f}{extra}"
