@@ -241,6 +241,13 @@ class TransformersBackend:
         """
         from pytest_vleval.latency import FirstTokenClock
 
+        family = getattr(self, "family", None)
+        reason = family.unsupported(conversation, has_chat_template=self.has_chat_template) if family else None
+        if reason:
+            from pytest_vleval.models import UnsupportedConversation
+
+            return {"answer": UnsupportedConversation(reason), "total_s": 0.0}
+
         # Every GPU the model sits on (several with device_map="auto"), and no other: syncing a device
         # would create a CUDA context on it.
         gpus = {p.device for p in self.model.parameters() if p.device.type == "cuda"}
@@ -260,7 +267,7 @@ class TransformersBackend:
         sync()
         generated = time.perf_counter()
         prompt_length = inputs["input_ids"].shape[1]
-        new_tokens = output[0, prompt_length:] if not self.model.config.is_encoder_decoder else output[0]
+        new_tokens = self._new_tokens(output, inputs["input_ids"])[0]
         answer = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         finished = time.perf_counter()
         return {
