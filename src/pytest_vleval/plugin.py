@@ -18,10 +18,11 @@ if TYPE_CHECKING:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    from pytest_vleval import regression
+    from pytest_vleval import regression, reporting
 
     addoption(parser)
     regression.addoption(parser)
+    reporting.addoption(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -70,6 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_vleval.regression import configure as configure_regression
 
     configure_regression(config)  # saved runs, the gate, latency items
+    from pytest_vleval.reporting import configure as configure_reporting
+
+    configure_reporting(config)  # the model comparison table and the HTML report
 
 
 @pytest.hookimpl(trylast=True)
