@@ -181,6 +181,21 @@ class TransformersBackend:
         with Image.open(path) as image:
             return image.convert("RGB")
 
+    def input_length(self, conv: Conversation) -> int:
+        """Prompt tokens of `conv` with its images counted as the tokens they expand to, without reading
+        pixels (the predictor sorts cases by it so that batches hold less padding)."""
+        length = len(self.tokenizer(self._prompt(conv), add_special_tokens=False)["input_ids"])
+        for path in conv.images:
+            with Image.open(path) as image:
+                width, height = image.size
+            try:
+                # The helper vLLM uses to size multimodal inputs; not every processor has it.
+                counted = self.processor._get_num_multimodal_tokens(image_sizes=[(height, width)])
+                length += int(counted["num_image_tokens"][0]) - 1
+            except Exception:
+                length += (width * height) // (28 * 28)
+        return length
+
     def prepare(self, conversations: Sequence[Conversation]) -> Any:
         """Processor inputs for a batch, on the model's device."""
         prompts = [self._prompt(c) for c in conversations]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ DEFAULT_GOLDEN_FILES = ("golden*.yaml", "golden*.yml")
 DEFAULT_CONCURRENCY = 4
 DEFAULT_REQUEST_TIMEOUT = 120.0
 DEFAULT_API_KEY_ENV = "VLEVAL_API_KEY"
+DEFAULT_CACHE_DIR = ".vleval/cache"
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -36,6 +38,10 @@ class VlOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     api_key_env: str = DEFAULT_API_KEY_ENV
+    # The answer cache (cache.py): its absolute folder, "" when off; --vl-refresh regenerates every answer.
+    cache_dir: str = ""
+    refresh: bool = False
+    check_batch_invariance: bool = False
     quantization: str = "none"  # precision.QUANTIZATIONS: bitsandbytes weights on a CUDA GPU
 
 
@@ -126,6 +132,37 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("vl_request_timeout", "Default for --vl-request-timeout.", default=f"{DEFAULT_REQUEST_TIMEOUT:g}")
     parser.addini("vl_api_key_env", "Default for --vl-api-key-env.", default=DEFAULT_API_KEY_ENV)
     group.addoption(
+        "--vl-cache-dir",
+        dest="vl_cache_dir",
+        default=None,
+        metavar="DIR",
+        help="Folder of the persistent answer cache (answers keyed by the model's weights, the case and the "
+        f"library versions). Default: ini vl_cache_dir (relative to the rootdir), else {DEFAULT_CACHE_DIR}.",
+    )
+    group.addoption(
+        "--vl-no-cache",
+        dest="vl_no_cache",
+        action="store_true",
+        default=False,
+        help="Neither read nor write the answer cache: generate every answer. Default: the cache is on.",
+    )
+    group.addoption(
+        "--vl-refresh",
+        dest="vl_refresh",
+        action="store_true",
+        default=False,
+        help="Regenerate every answer and overwrite its cache entry. Default: off (cached answers are reused).",
+    )
+    group.addoption(
+        "--vl-check-batch-invariance",
+        dest="vl_check_batch_invariance",
+        action="store_true",
+        default=False,
+        help="Regenerate each case alone (batch size 1) after its batch and fail the cases whose answers "
+        "differ; cached answers are not reused. Default: off.",
+    )
+    parser.addini("vl_cache_dir", f"Default for --vl-cache-dir. Default: {DEFAULT_CACHE_DIR}.", default="")
+    group.addoption(
         "--vl-quantization",
         dest="vl_quantization",
         default=None,
@@ -201,6 +238,20 @@ def parse_options(config: pytest.Config) -> VlOptions:
     if not _ENV_NAME_RE.match(api_key_env):
         raise pytest.UsageError(f"--vl-api-key-env={api_key_env!r}: expected an environment variable name")
 
+    no_cache = bool(config.getoption("vl_no_cache"))
+    refresh = bool(config.getoption("vl_refresh"))
+    if no_cache and refresh:
+        raise pytest.UsageError("--vl-refresh: there is no answer cache to refresh with --vl-no-cache")
+    cache_dir = ""
+    if not no_cache:
+        cli_dir = config.getoption("vl_cache_dir")
+        # A command-line folder is relative to where pytest was invoked, an ini one to the rootdir.
+        base = Path(config.invocation_params.dir) if cli_dir else Path(config.rootpath)
+        raw_dir = str(cli_dir or config.getini("vl_cache_dir") or DEFAULT_CACHE_DIR).strip()
+        if not raw_dir:
+            raise pytest.UsageError("--vl-cache-dir: empty folder name")
+        cache_dir = str((base / Path(raw_dir).expanduser()).resolve())
+
     quantization = _choose(config.getoption("vl_quantization"), config, "vl_quantization").lower()
     if quantization not in QUANTIZATIONS:
         raise pytest.UsageError(f"--vl-quantization={quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
@@ -217,5 +268,8 @@ def parse_options(config: pytest.Config) -> VlOptions:
         concurrency=concurrency,
         request_timeout=request_timeout,
         api_key_env=api_key_env,
+        cache_dir=cache_dir,
+        refresh=refresh,
+        check_batch_invariance=bool(config.getoption("vl_check_batch_invariance")),
         quantization=quantization,
     )

@@ -33,7 +33,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     from pytest_vleval.collect import MARKER
     from pytest_vleval.models import resolve_models
-    from pytest_vleval.predict import BatchPredictor, ModelPool
+    from pytest_vleval.predict import ModelPool, make_predictor
 
     config.addinivalue_line("markers", f"{MARKER}: a pytest-vleval case (added to every YAML case)")
     config.addinivalue_line("markers", "vleval_golden: a gated metric of a golden caption set")
@@ -66,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
         options=options,
         models=models,
         pool=pool,
-        predictor=BatchPredictor(pool, batch_size, options.max_new_tokens),
+        predictor=make_predictor(config, options, pool, batch_size),
     )
     from pytest_vleval.regression import configure as configure_regression
 
@@ -127,7 +127,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     planned_sets = set()
     for item in session.items:
         if isinstance(item, CaseItem):
-            work.append((item.spec, item.case))
+            if item.get_closest_marker("skip") is None:  # a skipped case is never asked: never generate it
+                work.append((item.spec, item.case))
         elif isinstance(item, GoldenItem) and (item.golden.path, item.spec.label) not in planned_sets:
             planned_sets.add((item.golden.path, item.spec.label))
             work.extend((item.spec, case) for case in item.cases)

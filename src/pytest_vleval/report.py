@@ -52,9 +52,7 @@ def summary_lines(vl: VlSession) -> list[str]:
     from pytest_vleval.captioning import summary_lines as golden_lines
 
     lines.extend(golden_lines(vl))
-    if vl.predictor.batches:
-        n = len(vl.predictor.batches)
-        lines.append(f"generated {sum(vl.predictor.batches)} cases in {n} batches")
+    lines.extend(vl.predictor.summary_lines())
     for label, error in vl.pool.load_errors.items():
         lines.append(f"model {label} failed to load: {error}")
     return lines
