@@ -1,0 +1,464 @@
+"""The persistent answer cache: keys, hits and misses, refresh, concurrent writers, resume, weight changes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_vleval import cache as cache_module
+from pytest_vleval.cache import (
+    MEMO_MIN_BYTES,
+    AnswerCache,
+    ModelFingerprint,
+    ModelFingerprints,
+    directory_fingerprint,
+    hub_snapshot,
+)
+from pytest_vleval.models import resolve_model
+from pytest_vleval.options import VlOptions
+
+from .conftest import FAKE_BACKEND_CONFTEST, make_png
+
+# The fake backend of conftest.py, plus: a fingerprint read from fingerprint.txt (none when it is absent),
+# a log of every question it generates (across runs and processes), an injected out-of-memory error for
+# 'huge' questions at any batch size, and a hard kill on 'die' (a run killed half-way).
+CACHED_FAKE_CONFTEST = (
+    FAKE_BACKEND_CONFTEST
+    + """
+import os
+from pathlib import Path
+
+_ROOT = Path(__file__).parent
+_plain_init = FakeBackend.__init__
+_plain_generate = FakeBackend.generate
+
+
+def _init(self, spec):
+    _plain_init(self, spec)
+    stamp = _ROOT / "fingerprint.txt"
+    if stamp.exists():
+        self.info["fingerprint"] = stamp.read_text()
+
+
+def _generate(self, conversations):
+    with open(_ROOT / "generated.log", "a") as log:
+        log.writelines(f"{len(conversations)} {c.question}\\n" for c in conversations)
+    if any("die" in c.question for c in conversations):
+        os._exit(3)
+    if any("huge" in c.question for c in conversations):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB\\nmore details")
+    return _plain_generate(self, conversations)
+
+
+FakeBackend.__init__ = _init
+FakeBackend.generate = _generate
+"""
+)
+
+
+def cases_yaml(n: int, question: str = "say: x{n}", **extra: str) -> str:
+    lines = []
+    for i in range(n):
+        q = extra.get(f"q{i}", question.format(n=i))
+        lines.append(f"  - {{id: c{i}, image: images/red.png, question: '{q}', expected: 'x{i}', scorer: contains}}")
+    return "cases:\n" + "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def cached_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CACHED_FAKE_CONFTEST)
+    make_png(pytester.path / "images" / "red.png")
+    make_png(pytester.path / "images" / "blue.png", color=(20, 20, 220))
+    (pytester.path / "fingerprint.txt").write_text("fake-weights-v1")
+    return pytester
+
+
+def generated(project: pytest.Pytester) -> list[str]:
+    """Questions the fake backend generated so far (one line per conversation), and forget them."""
+    log = project.path / "generated.log"
+    if not log.exists():
+        return []
+    lines = log.read_text().splitlines()
+    log.unlink()
+    return [line.split(" ", 1)[1] for line in lines]
+
+
+def entries(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / "answers").rglob("*.json"))]
+
+
+def test_second_run_reuses_every_answer(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_a=cases_yaml(5))
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=2")
+    result.assert_outcomes(passed=5)
+    assert sorted(generated(cached_project)) == [f"say: x{i}" for i in range(5)]
+    result.stdout.fnmatch_lines(["*answer cache */.vleval/cache: 0 answers reused, 5 stored"])
+    stored = entries(cached_project.path / ".vleval" / "cache")
+    assert sorted(e["case"] for e in stored) == [f"c{i}" for i in range(5)]
+    assert all(e["answers"] == [f"x{e['case'][1:]}"] and e["model"] == "fake" for e in stored)
+
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=2")
+    result.assert_outcomes(passed=5)
+    assert generated(cached_project) == []
+    result.stdout.fnmatch_lines(
+        [
+            "*prediction fake: 5/5 cases, 0 generated in 0 batches*, 5 from the answer cache",
+            "*answer cache *: 5 answers reused, 0 stored",
+        ]
+    )
+
+
+def test_refresh_regenerates_and_no_cache_neither_reads_nor_writes(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_a=cases_yaml(3))
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=3)
+    generated(cached_project)
+    root = cached_project.path / ".vleval" / "cache"
+    before = {e["case"]: e["created"] for e in entries(root)}
+
+    result = cached_project.runpytest("--vl-model=fake", "--vl-refresh")
+    result.assert_outcomes(passed=3)
+    assert len(generated(cached_project)) == 3
+    result.stdout.fnmatch_lines(["*answer cache * (refreshing: every answer regenerated): 0 answers reused, 3 stored"])
+    assert len(entries(root)) == 3 and set(before) == {e["case"] for e in entries(root)}
+
+    shutil.rmtree(root)
+    result = cached_project.runpytest("--vl-model=fake", "--vl-no-cache")
+    result.assert_outcomes(passed=3)
+    assert len(generated(cached_project)) == 3
+    assert not root.exists()
+    result.stdout.fnmatch_lines(["*answer cache: off (--vl-no-cache)"])
+
+    result = cached_project.runpytest("--vl-model=fake", "--vl-no-cache", "--vl-refresh")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vl-refresh: there is no answer cache to refresh with --vl-no-cache*"])
+
+
+def test_cache_dir_option_and_ini(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_a=cases_yaml(2))
+    cached_project.runpytest("--vl-model=fake", "--vl-cache-dir=elsewhere").assert_outcomes(passed=2)
+    assert len(entries(cached_project.path / "elsewhere")) == 2
+    assert (cached_project.path / "elsewhere" / ".gitignore").read_text().endswith("*\n")
+    cached_project.makeini("[pytest]\nvl_cache_dir = from-ini\n")
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=2)
+    assert len(entries(cached_project.path / "from-ini")) == 2
+    assert not (cached_project.path / ".vleval").exists()
+
+
+def test_a_new_fingerprint_or_changed_case_is_regenerated(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_a=cases_yaml(3))
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=3)
+    assert len(generated(cached_project)) == 3
+
+    (cached_project.path / "fingerprint.txt").write_text("fake-weights-v2")
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=3)
+    assert len(generated(cached_project)) == 3
+
+    # A changed question, a changed budget, and changed image bytes: only those cases are generated again.
+    cached_project.makefile(
+        ".yaml",
+        test_a=cases_yaml(3, q1="say: x1 ").replace("id: c2,", "id: c2, max_new_tokens: 3,"),
+    )
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=3)
+    assert sorted(generated(cached_project)) == ["say: x1 ", "say: x2"]
+    make_png(cached_project.path / "images" / "red.png", color=(201, 30, 30))
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=3)
+    assert len(generated(cached_project)) == 3
+
+
+def test_a_backend_without_fingerprint_is_not_cached(cached_project: pytest.Pytester) -> None:
+    (cached_project.path / "fingerprint.txt").unlink()
+    cached_project.makefile(".yaml", test_a=cases_yaml(2))
+    for _ in range(2):
+        result = cached_project.runpytest("--vl-model=fake")
+        result.assert_outcomes(passed=2)
+        assert len(generated(cached_project)) == 2
+    result.stdout.fnmatch_lines(
+        [
+            "*answer cache *: 0 answers reused, 0 stored",
+            "*not used for model fake: its backend FakeBackend gives no fingerprint",
+        ]
+    )
+
+
+def test_dialogues_are_cached_with_every_turn(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(
+        ".yaml",
+        test_d="""
+cases:
+  - id: talk
+    image: images/red.png
+    turns:
+      - {question: 'say: a circle', expected: circle, scorer: contains}
+      - {question: 'say: red', expected: red}
+""",
+    )
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=1)
+    assert generated(cached_project) == ["say: a circle", "say: red"]
+    (entry,) = entries(cached_project.path / ".vleval" / "cache")
+    assert entry["answers"] == ["a circle", "red"]
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=1)
+    assert generated(cached_project) == []
+
+
+def test_selection_decides_what_is_generated(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_a=cases_yaml(10))
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=4", "-k", "c3 or c7")
+    result.assert_outcomes(passed=2)
+    assert sorted(generated(cached_project)) == ["say: x3", "say: x7"]
+    # With -x, the first failure stops the run: at most its batch was generated.
+    cached_project.makefile(".yaml", test_b=cases_yaml(10, question="say: wrong{n}"))
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=3", "-x", "test_b.yaml")
+    result.assert_outcomes(failed=1)
+    assert generated(cached_project) == ["say: wrong0", "say: wrong1", "say: wrong2"]
+
+
+def test_skipped_cases_are_never_generated(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(
+        ".yaml",
+        test_s="""
+cases:
+  - {id: a, image: images/red.png, question: 'say: a', expected: a}
+  - {id: b, image: images/red.png, question: 'say: b', expected: b, skip: not ready}
+  - {id: c, image: images/red.png, question: 'say: c', expected: c}
+""",
+    )
+    cached_project.runpytest("--vl-model=fake", "--vl-batch-size=4").assert_outcomes(passed=2, skipped=1)
+    assert generated(cached_project) == ["say: a", "say: c"]
+
+
+def test_out_of_memory_fails_only_its_case_and_keeps_the_others(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_m=cases_yaml(4, q1="huge say: x1"))
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=4")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*case 'c1' on model 'fake'*",
+            "*error:    model 'fake' ran out of memory on turn 1 even alone (its batch of 4 was halved down to 1): "
+            "RuntimeError: CUDA out of memory. Tried to allocate 80.00 GiB; try a smaller max_new_tokens*",
+            "*out of memory at batch size 4: the batch was halved and retried; later batches used at most 2",
+            "*failed: test_m.yaml::c1: model 'fake' ran out of memory*",
+        ]
+    )
+    assert "more details" not in result.stdout.str()
+    # Halving: [c0 c1 c2 c3] -> [c0 c1] -> [c0] ok, [c1] fails alone; [c2 c3] ok.
+    assert generated(cached_project) == [
+        *("say: x0", "huge say: x1", "say: x2", "say: x3"),
+        *("say: x0", "huge say: x1"),
+        "say: x0",
+        "huge say: x1",
+        *("say: x2", "say: x3"),
+    ]
+    stored = sorted(e["case"] for e in entries(cached_project.path / ".vleval" / "cache"))
+    assert stored == ["c0", "c2", "c3"]
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=4")
+    result.assert_outcomes(passed=3, failed=1)
+    assert generated(cached_project) == ["huge say: x1"]
+
+
+def test_killed_run_keeps_its_answers_and_the_next_run_resumes(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_k=cases_yaml(9, q6="die say: x6"))
+    killed = cached_project.runpytest_subprocess("--vl-model=fake", "--vl-batch-size=2", "-p", "no:cacheprovider")
+    assert killed.ret == 3  # os._exit(3) in the middle of the run
+    assert len(generated(cached_project)) == 8  # batches [c0 c1] [c2 c3] [c4 c5] finished, [c6 c7] died
+    stored = sorted(e["case"] for e in entries(cached_project.path / ".vleval" / "cache"))
+    assert stored == ["c0", "c1", "c2", "c3", "c4", "c5"]
+    assert not list((cached_project.path / ".vleval").rglob("*.tmp"))
+
+    cached_project.makefile(".yaml", test_k=cases_yaml(9))
+    result = cached_project.runpytest("--vl-model=fake", "--vl-batch-size=2")
+    result.assert_outcomes(passed=9)
+    assert generated(cached_project) == ["say: x6", "say: x7", "say: x8"]
+
+
+def test_xdist_workers_share_the_cache(cached_project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    cached_project.makefile(".yaml", test_a=cases_yaml(6), test_b=cases_yaml(6, question="say: x{n} b"))
+    cached_project.runpytest("--vl-model=fake", "-n", "2").assert_outcomes(passed=12)
+    first = generated(cached_project)
+    assert len(first) >= 12  # a worker may generate a batch that the other one runs
+    assert len(entries(cached_project.path / ".vleval" / "cache")) == 12
+    cached_project.runpytest("--vl-model=fake", "-n", "2").assert_outcomes(passed=12)
+    assert generated(cached_project) == []
+
+
+def _writer(root: str, worker: int, n: int) -> None:
+    store = AnswerCache(Path(root))
+    model = ModelFingerprint("m", "k" * 64, "test")
+    for round_ in range(3):
+        for i in range(n):
+            store.put(model, f"case-{i}", {"answers": [f"w{worker}-r{round_}-" + "x" * 2000]})
+            got = store.get(model, f"case-{(i * 7) % n}", 1)
+            assert got is None or got["answers"][0].endswith("x" * 2000)
+
+
+def test_concurrent_writers_leave_complete_entries(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(tmp_path), w, 40)) for w in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    files = list((tmp_path / "answers").rglob("*"))
+    assert not [f for f in files if f.name.endswith(".tmp")]
+    stored = entries(tmp_path)
+    assert len(stored) == 40
+    assert all(e["answers"][0].endswith("x" * 2000) for e in stored)
+
+
+def test_corrupt_or_foreign_entries_are_misses(tmp_path: Path) -> None:
+    store = AnswerCache(tmp_path)
+    model = ModelFingerprint("m", "a" * 64, "test")
+    store.put(model, "case", {"answers": ["one"]})
+    assert store.get(model, "case", 1)["answers"] == ["one"]
+    assert store.get(model, "case", 2) is None  # the case now has two turns
+    assert store.get(ModelFingerprint("m", "b" * 64, "test"), "case", 1) is None
+    store.entry_path(model, "case").write_text('{"format": 1, "answers": ["tru')
+    assert store.get(model, "case", 1) is None
+    assert AnswerCache(tmp_path, read=False).get(model, "case", 1) is None
+
+
+def test_file_hashes_are_memoised_by_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"a" * MEMO_MIN_BYTES)
+    first = AnswerCache(tmp_path / "cache").file_hash(weights)
+
+    calls = []
+    real = cache_module.sha256_file
+    monkeypatch.setattr(cache_module, "sha256_file", lambda p: calls.append(p) or real(p))
+    assert AnswerCache(tmp_path / "cache").file_hash(weights) == first  # a new process: read from the memo
+    assert calls == []
+
+    stat = weights.stat()
+    weights.write_bytes(b"b" * MEMO_MIN_BYTES)  # same size, new content
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert AnswerCache(tmp_path / "cache").file_hash(weights) != first
+    assert calls == [weights]
+
+
+def options(**overrides: object) -> VlOptions:
+    values: dict = dict(
+        models=("x",),
+        device="cpu",
+        dtype="auto",
+        max_new_tokens=8,
+        trust_remote_code=False,
+        batch_size=None,
+        case_files=(),
+        golden_files=(),
+    )
+    values.update(overrides)
+    return VlOptions(**values)
+
+
+def fingerprints(root: Path, **overrides: object) -> ModelFingerprints:
+    def no_load(spec):  # the transformers path is fingerprinted from files, never loaded
+        raise AssertionError("loaded")
+
+    return ModelFingerprints(options(**overrides), AnswerCache(root), no_load, lambda: False)
+
+
+def test_overwritten_weights_at_the_same_path_are_a_new_model(random_qwen3vl: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model_dir = shutil.copytree(random_qwen3vl, tmp_path / "model")
+    spec = resolve_model(str(model_dir))
+    before = fingerprints(tmp_path / "cache")(spec)
+    assert before.key is not None and before.basis == f"files of {model_dir}"
+    # Same path, same content: the same key, also through the on-disk memo and for a copy elsewhere.
+    assert fingerprints(tmp_path / "cache")(spec).key == before.key
+    copy = shutil.copytree(model_dir, tmp_path / "copy")
+    assert fingerprints(tmp_path / "cache")(resolve_model(str(copy))).key == before.key
+
+    weights = model_dir / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(n for n, t in tensors.items() if t.dim() == 2)
+    tensors[name] = tensors[name] + 0.01  # fine-tuned and saved over the old checkpoint
+    save_file(tensors, weights, metadata={"format": "pt"})
+    after = fingerprints(tmp_path / "cache")(spec)
+    assert after.key != before.key
+
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    config["max_new_tokens"] = 77
+    (model_dir / "generation_config.json").write_text(json.dumps(config))
+    assert fingerprints(tmp_path / "cache")(spec).key != after.key
+    assert fingerprints(tmp_path / "cache", dtype="bfloat16")(spec).key != fingerprints(tmp_path / "cache")(spec).key
+
+
+def test_hub_ids_use_the_local_snapshot_or_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = resolve_model("some-org/some-model")
+    missing = fingerprints(tmp_path / "cache")(spec)
+    assert missing.key is None and "has no local snapshot" in missing.basis
+
+    repo = tmp_path / "hub" / "models--some-org--some-model"
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert hub_snapshot("some-org/some-model") == snapshot
+    found = fingerprints(tmp_path / "cache")(spec)
+    assert found.key is not None and "local snapshot abc123" in found.basis
+    assert directory_fingerprint(snapshot, AnswerCache(tmp_path / "cache"))
+
+
+def test_a_fully_cached_run_imports_no_torch(pytester: pytest.Pytester, random_qwen3vl: Path) -> None:
+    make_png(pytester.path / "images" / "red.png", (64, 64), (220, 20, 20))
+    pytester.makefile(
+        ".yaml",
+        test_s="""
+defaults: {scorer: regex, max_new_tokens: 4}
+cases:
+  - {id: a, image: images/red.png, question: 'What colour is it?', expected: '^.*$'}
+  - {id: b, image: images/red.png, question: 'Describe it.', expected: '^.*$'}
+""",
+    )
+    pytester.makeconftest(
+        """
+        import sys
+        def pytest_sessionfinish(session):
+            print("\\nHEAVY", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+        """
+    )
+    model = shutil.copytree(random_qwen3vl, pytester.path / "model")
+    args = ("--vl-model=model", "-s", "-p", "no:cacheprovider")
+    cold = pytester.runpytest_subprocess(*args)
+    cold.assert_outcomes(passed=2)
+    cold.stdout.fnmatch_lines(["HEAVY ['torch', 'transformers']", "*0 answers reused, 2 stored"])
+    warm = pytester.runpytest_subprocess(*args)
+    warm.assert_outcomes(passed=2)
+    warm.stdout.fnmatch_lines(["HEAVY []", "*2 answers reused, 0 stored"])
+    # A fine-tuned checkpoint saved at the same path: the answers are generated again.
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    changed = pytester.runpytest_subprocess(*args)
+    changed.assert_outcomes(passed=2)
+    changed.stdout.fnmatch_lines(["HEAVY ['torch', 'transformers']", "*0 answers reused, 2 stored"])
+
+
+def test_help_lists_the_cache_options() -> None:
+    code = textwrap.dedent(
+        """
+        import io, contextlib, pytest
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            pytest.main(["--help"])
+        print(out.getvalue())
+        """
+    )
+    text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    for flag in ("--vl-cache-dir=DIR", "--vl-no-cache", "--vl-refresh", "--vl-check-batch-invariance", "vl_cache_dir"):
+        assert flag in text, flag
