@@ -138,9 +138,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vl_model" in metafunc.fixturenames:
         models = get_session(metafunc.config).models
-        metafunc.parametrize(
-            "vl_model", models, indirect=True, scope="session", ids=[m.label for m in models]
-        )
+        metafunc.parametrize("vl_model", models, indirect=True, scope="session", ids=[m.label for m in models])
 
 
 @pytest.fixture(scope="session")
