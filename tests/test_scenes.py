@@ -118,13 +118,13 @@ def test_position_and_caption_agree_with_centres(seed: int) -> None:
     (scene,) = capt.scenes
     text = capt.turns[0][1]
     if len(scene.shapes) == 2:
-        a, b = (next(s for s in scene.shapes if f"a {s.name}" == part) for part in _caption_parts(text))
+        a, b = (next(s for s in scene.shapes if scenes.with_article(s.name) == part) for part in _caption_parts(text))
         if "to the left of" in text:
             assert a.center[0] < b.center[0]
         else:
             assert "above" in text and a.center[1] < b.center[1]
     else:
-        assert text == f"a {scene.shapes[0].name}"
+        assert text == scenes.with_article(scene.shapes[0].name)
 
 
 def _caption_parts(text: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ __all__ = [
     "Shape",
     "caption",
     "grounding_answer",
+    "with_article",
     "make_example",
     "render_chart",
     "render_shapes",
@@ -40,7 +41,7 @@ __all__ = [
     "to_qwen_grid",
 ]
 
-BACKGROUND = (255, 255, 255)
+BACKGROUND = (128, 128, 128)  # mid-grey: 0 after the Qwen-VL normalisation, so shapes stand out
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 160, 50),
@@ -79,7 +80,10 @@ _REGIONS = {
     "top": ((0.3, 0.7), (0.12, 0.3)),
     "bottom": ((0.3, 0.7), (0.7, 0.88)),
 }
-_MARGIN = 3  # minimum free pixels between two objects, and between an object and the border
+# Objects sit on an 8-pixel grid (the built-in model's patch size), with at least one empty cell between
+# them: a small vision transformer then sees each kind of shape as the same few patches wherever it is.
+GRID = 8
+_GAP = GRID
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Scene:
     text: str | None = None
     text_box: tuple[int, int, int, int] | None = None
     bars: tuple[Bar, ...] = ()
+    chars: tuple[tuple[str, float, float], ...] = ()  # (character, centre x, centre y) of rendered text
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,10 +160,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Sequence[int], fill: 
 
 def _free(box: Sequence[float], taken: Sequence[Sequence[float]]) -> bool:
     x1, y1, x2, y2 = box
-    return all(
-        x2 + _MARGIN <= a1 or a2 + _MARGIN <= x1 or y2 + _MARGIN <= b1 or b2 + _MARGIN <= y1
-        for a1, b1, a2, b2 in taken
-    )
+    return all(x2 + _GAP <= a1 or a2 + _GAP <= x1 or y2 + _GAP <= b1 or b2 + _GAP <= y1 for a1, b1, a2, b2 in taken)
 
 
 def _place(
@@ -167,26 +169,21 @@ def _place(
     side: int,
     taken: Sequence[Sequence[float]],
     region: str | None = None,
-    tries: int = 200,
 ) -> tuple[int, int, int, int] | None:
-    """A free `side`x`side` box inside the canvas (centre inside `region` if given), or None."""
-    lo, hi = _MARGIN, size - _MARGIN - side
-    for _ in range(tries):
-        if region is None:
-            x, y = rng.randint(lo, hi), rng.randint(lo, hi)
-        else:
-            (fx1, fx2), (fy1, fy2) = _REGIONS[region]
-            x = round(rng.uniform(fx1, fx2) * size - side / 2)
-            y = round(rng.uniform(fy1, fy2) * size - side / 2)
-            x, y = min(max(x, lo), hi), min(max(y, lo), hi)
-        box = (x, y, x + side, y + side)
-        if _free(box, taken):
-            return box
-    return None
+    """A free `side`x`side` box on the `GRID` (centre inside `region` if given), or None."""
+    steps = range(0, size - side + 1, GRID)
+    if region is None:
+        xs = ys = list(steps)
+    else:
+        (fx1, fx2), (fy1, fy2) = _REGIONS[region]
+        xs = [x for x in steps if fx1 * size <= x + side / 2 <= fx2 * size]
+        ys = [y for y in steps if fy1 * size <= y + side / 2 <= fy2 * size]
+    free = [(x, y, x + side, y + side) for x in xs for y in ys if _free((x, y, x + side, y + side), taken)]
+    return rng.choice(free) if free else None
 
 
 def render_shapes(specs: Sequence[tuple[str, str, tuple[int, int, int, int]]], size: int = 64) -> Scene:
-    """Draw `(kind, colour, box)` specs on a white canvas and measure each shape's pixel box."""
+    """Draw `(kind, colour, box)` specs on the background and measure each shape's pixel box."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     shapes = []
@@ -202,17 +199,14 @@ def _random_shapes(
     rng: random.Random,
     size: int,
     items: Sequence[tuple[str, str, str | None]],
-    min_side: int | None = None,
-    max_side: int | None = None,
+    sides: Sequence[int] = (16, 24),
 ) -> Scene:
     """Place `(kind, colour, region-or-None)` items without overlap; retries the whole layout if stuck."""
-    min_side = min_side or max(8, size * 10 // 64)
-    max_side = max_side or max(min_side, size * 18 // 64)
     while True:
         taken: list[tuple[int, int, int, int]] = []
         specs = []
         for kind, colour, region in items:
-            box = _place(rng, size, rng.randint(min_side, max_side), taken, region)
+            box = _place(rng, size, rng.choice(sides), taken, region)
             if box is None:
                 break
             taken.append(box)
@@ -231,44 +225,38 @@ def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return _FONT_CACHE[px]
 
 
-def render_text(
-    text: str, width: int = 128, height: int = 32, rng: random.Random | None = None, px: int | None = None
-) -> Scene:
-    """Render `text` in black on a white strip; the strip is `width`x`height` pixels."""
+def render_text(text: str, width: int = 128, height: int = 32, rng: random.Random | None = None, px: int = 12) -> Scene:
+    """Render `text` in black on a `width`x`height` strip, one character per `GRID`-pixel cell."""
     rng = rng or random.Random(0)
+    cells = width // GRID
+    if len(text) > cells - 2:
+        raise ValueError(f"{text!r} is longer than {cells - 2} characters")
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    px = px or rng.randint(height * 14 // 32, height * 18 // 32)
     font = _font(px)
-    while px > 6:
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        if right - left <= width - 4 and bottom - top <= height - 4:
-            break
-        px -= 1
-        font = _font(px)
-    x = rng.randint(2 - left, max(2 - left, width - 2 - right))
-    y = rng.randint(2 - top, max(2 - top, height - 2 - bottom))
-    ink = rng.choice([(0, 0, 0), (30, 30, 30), (20, 20, 120)])
-    draw.text((x, y), text, fill=ink, font=font)
+    first = rng.randint(1, cells - 1 - len(text))
+    baseline = height // 2 + px // 3
+    chars = []
+    for i, ch in enumerate(text):
+        cx = (first + i) * GRID + GRID / 2
+        draw.text((cx, baseline), ch, fill=(0, 0, 0), font=font, anchor="ms")
+        chars.append((ch, cx, height / 2))
     arr = np.asarray(image)
     box = _mask_box((arr != BACKGROUND).any(axis=2))
-    return Scene(image=image, text=text, text_box=box)
+    return Scene(image=image, text=text, text_box=box, chars=tuple(chars))
 
 
 def render_chart(values: Sequence[tuple[str, int]], size: int = 64, max_value: int = 9) -> Scene:
-    """A bar chart: one bar per `(colour, value)`, left to right, heights proportional to the values."""
+    """A bar chart: one `GRID`-wide bar per `(colour, value)`, left to right, heights proportional to values."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     base = size - 4
     unit = (base - 4) // max_value
-    n = len(values)
-    slot = (size - 6) // n
-    width = max(4, slot * 2 // 3)
-    draw.line((2, base, size - 3, base), fill=(0, 0, 0))
+    draw.line((0, base, size - 1, base), fill=(0, 0, 0))
     bars = []
     for i, (colour, value) in enumerate(values):
-        x1 = 4 + i * slot + (slot - width) // 2
-        box = (x1, base - value * unit, x1 + width, base)
+        x1 = GRID * (1 + 2 * i)
+        box = (x1, base - value * unit, x1 + GRID, base)
         draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=COLOURS[colour])
         bars.append(Bar(colour, value, box))
     return Scene(image=image, bars=tuple(bars))
@@ -298,16 +286,21 @@ def _relation(a: Shape, b: Shape) -> str:
     return "above" if ay < by else "below"
 
 
+def with_article(noun_phrase: str) -> str:
+    """'a red circle', 'an orange square'."""
+    return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
+
+
 def caption(scene: Scene) -> str:
     """The canonical caption: 'a red circle', or 'a red circle to the left of a blue square'."""
     if len(scene.shapes) == 1:
-        return f"a {scene.shapes[0].name}"
+        return with_article(scene.shapes[0].name)
     first, second = sorted(scene.shapes[:2], key=lambda s: s.center[0] + 0.001 * s.center[1])
     rel = _relation(first, second)
     if rel in ("above", "below"):
         first, second = sorted(scene.shapes[:2], key=lambda s: s.center[1])
         rel = "above"
-    return f"a {first.name} {rel} a {second.name}"
+    return f"{with_article(first.name)} {rel} {with_article(second.name)}"
 
 
 def _distinct(rng: random.Random, n: int) -> list[tuple[str, str]]:
@@ -374,7 +367,7 @@ def make_example(task: str, seed: int, size: int = 64) -> Example:
             items += [(rng.choice(other_kinds), rng.choice(list(COLOURS)), None) for _ in range(others)]
             q = f"How many {PLURALS[kind]} are there?"
         rng.shuffle(items)
-        scene = _random_shapes(rng, size, items, max_side=max(8, size * 13 // 64))
+        scene = _random_shapes(rng, size, items, sides=(16,))
         scenes, turns = (scene,), ((q, str(n)),)
     elif task == "position":
         region = rng.choice(list(_REGIONS))
@@ -455,7 +448,7 @@ def make_example(task: str, seed: int, size: int = 64) -> Example:
     elif task == "grounding":
         n = rng.randint(1, 3)
         items = _distinct(rng, n)
-        scene = _random_shapes(rng, size, [(k, c, None) for k, c in items], min_side=size * 12 // 64)
+        scene = _random_shapes(rng, size, [(k, c, None) for k, c in items])
         target = scene.shapes[rng.randrange(n)]
         box, label = target.box, target.name
         q = f"Locate the {label} and output its bbox coordinates in JSON format."
