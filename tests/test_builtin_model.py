@@ -69,9 +69,7 @@ def test_special_tokens_match_config(loaded) -> None:
     assert model.config.vision_end_token_id == ids("<|vision_end|>")
     assert tok.pad_token == "<|endoftext|>"
     gen = model.generation_config
-    assert ids("<|im_end|>") in (
-        gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-    )
+    assert ids("<|im_end|>") in (gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id])
     assert gen.pad_token_id == ids("<|endoftext|>")
     # Special tokens are single ids, and a skip_special_tokens decode drops them.
     assert len(tok("<|im_start|><|image_pad|>", add_special_tokens=False)["input_ids"]) == 2
@@ -112,9 +110,7 @@ def test_generate_single_two_images_two_turns_and_left_padded_batch(loaded) -> N
         assert out.shape[1] <= inputs["input_ids"].shape[1] + 4
         answer = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
         assert isinstance(answer.strip(), str)
-    batch = processor(
-        text=prompts, images=[img for _, imgs in jobs for img in imgs], return_tensors="pt", padding=True
-    )
+    batch = processor(text=prompts, images=[img for _, imgs in jobs for img in imgs], return_tensors="pt", padding=True)
     assert (batch["attention_mask"][:, -1] == 1).all()
     with torch.no_grad():
         batched = model(**batch).logits[:, -1]
@@ -122,3 +118,73 @@ def test_generate_single_two_images_two_turns_and_left_padded_batch(loaded) -> N
     assert out.shape[0] == 3
     for single, row in zip(singles, batched, strict=True):
         torch.testing.assert_close(row, single, atol=1e-4, rtol=1e-4)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "test_cases"
+
+
+def _suite_cases(ids: set[str] | None = None) -> list:
+    """The bundled cases with these ids, or the first case of every suite file."""
+    from pytest_vleval.cases import load_case_file
+
+    files = [load_case_file(f).cases for f in sorted(SUITE.glob("test_*.yaml"))]
+    if ids is None:
+        return [cases[0] for cases in files]
+    found = [c for cases in files for c in cases if c.id in ids]
+    assert {c.id for c in found} == ids
+    return found
+
+
+def _run_case(processor, model, case) -> list[tuple[str, float, float]]:
+    """Ask every turn the way the plugin does; (answer, score, threshold) per turn."""
+    from pytest_vleval import scoring
+
+    images = [Image.open(p).convert("RGB") for p in case.images]
+    processor.tokenizer.padding_side = "left"
+    history: list[tuple[str, str]] = []
+    results = []
+    for turn in case.turns:
+        messages = _messages(turn.question, len(images), tuple(history))
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = processor(text=[prompt], images=images, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=case.max_new_tokens or 32, do_sample=False)
+        answer = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
+        context = scoring.ScoreContext(image_sizes=tuple(im.size for im in images))
+        result = scoring.score(turn.scorer, answer, turn.reference, turn.options, context)
+        results.append((answer, result.score, turn.threshold))
+        history.append((turn.question, answer))
+    return results
+
+
+def _load_builtin(name: str):
+    from pytest_vleval.builtin import BUILTIN_MODELS
+
+    path = BUILTIN_MODELS[name]
+    if not (path / "config.json").exists():
+        pytest.skip(f"built-in model {name!r} is not built (python -m pytest_vleval.builtin.train)")
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(path).eval()
+    return processor, model
+
+
+# Cases the regressed `tiny-v0` fails (measured with `make_suite --measure`).
+TINY_V0_FAILS = {"shape-001", "count-001", "grounding-001"}
+
+
+def test_tiny_loads_through_the_public_path_and_passes_suite_cases() -> None:
+    processor, model = _load_builtin("tiny")
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    cases = _suite_cases()
+    assert len(cases) >= 10
+    for case in cases:
+        for answer, score, threshold in _run_case(processor, model, case):
+            assert score >= threshold, (case.id, answer, score)
+
+
+def test_tiny_v0_fails_the_cases_it_should() -> None:
+    processor, model = _load_builtin("tiny-v0")
+    for case in _suite_cases(TINY_V0_FAILS):
+        results = _run_case(processor, model, case)
+        assert any(score < threshold for _, score, threshold in results), (case.id, results)

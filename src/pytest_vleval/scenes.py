@@ -33,12 +33,12 @@ __all__ = [
     "Shape",
     "caption",
     "grounding_answer",
-    "with_article",
     "make_example",
     "render_chart",
     "render_shapes",
     "render_text",
     "to_qwen_grid",
+    "with_article",
 ]
 
 BACKGROUND = (128, 128, 128)  # mid-grey: 0 after the Qwen-VL normalisation, so shapes stand out
