@@ -258,6 +258,7 @@ def test_a_hook_backend_declares_its_box_convention(pytester: pytest.Pytester) -
         ("qwen2_5_vl", "Qwen2.5-VL", "qwen2.5"),
         ("qwen2_vl", "Qwen2-VL", "qwen2"),
         ("qwen", "Qwen-VL", "qwen-vl"),
+        ("cogvlm", "CogVLM", "cogvlm"),
         ("llava", "LLaVA-1.5", "normalized"),
         ("blip-2", "BLIP-2", "normalized"),
         ("gemma3", "Gemma 3", "normalized"),

@@ -430,6 +430,10 @@ TARGET = (64.0, 96.0, 320.0, 288.0)  # on a 640x480 image: 0.1, 0.2, 0.5, 0.6 of
         ("qwen2.5", '{"bbox_2d": [64.4, 95.2, 322, 285.6]}', (644, 476)),
         ("qwen-vl", "<ref>cat</ref><box>(99.9,199.8),(499.5,599.4)</box>", None),
         ("qwen-vl", "(99.9,199.8),(499.5,599.4)", None),
+        ("cogvlm", "The cat [[100,200,500,600]] sits.", None),
+        ("cogvlm", "cats [[100,200,500,600;700,700,900,900]]", None),
+        ("minigpt-v2", "<p>cat</p> {<10><20><50><60>}", None),
+        ("minigpt-v2", "{<10> <20> <50> <60>}", None),
         ("normalized", "[0.1, 0.2, 0.5, 0.6]", None),
     ],
 )
@@ -465,6 +469,10 @@ def test_parse_box_never_guesses_the_convention():
         ("qwen3", "(100,200),(500,600)"),
         ("qwen2", "[100, 200, 500, 600]"),
         ("qwen-vl", "<box>(1,2)</box>"),
+        ("cogvlm", "[100,200,500,600]"),
+        ("cogvlm", "[[100,200,500]]"),
+        ("minigpt-v2", "{<10><20><50>}"),
+        ("minigpt-v2", "[10, 20, 50, 60]"),
         ("normalized", "[1e999, 0, 1, 1]"),
     ],
 )
@@ -635,3 +643,15 @@ def test_anls_is_bounded_and_one_on_identity(prediction, answers):
 def test_strip_thinking_never_leaves_tags(text):
     stripped = strip_thinking(f"<think>{text}</think>answer")
     assert stripped == strip_thinking("answer") or "<think>" in text or "</think>" in text
+
+
+def test_iou_convention_option_overrides_the_model() -> None:
+    """A server whose family the plugin cannot see (openai://) names the convention in the case."""
+    context = ScoreContext(image_sizes=IMAGE)  # no convention from the model: qwen3 by default
+    answer = "{<10><20><50><60>}"
+    assert score("iou", answer, list(TARGET), context=context).parse_failed
+    result = score("iou", answer, list(TARGET), {"convention": "minigpt-v2"}, context=context)
+    assert result.score == pytest.approx(1.0)
+    validate_reference("iou", list(TARGET), {"convention": "minigpt-v2"})
+    with pytest.raises(ValueError, match="option 'convention' must be one of qwen3, qwen2"):
+        validate_reference("iou", list(TARGET), {"convention": "minigpt"})

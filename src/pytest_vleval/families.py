@@ -161,6 +161,7 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     # Remote-code families: loaded through the pytest_vleval_load_model hook (docs/families.md); known here so
     # that their boxes are read in their own convention.
     FamilyAdapter("Qwen-VL", ("qwen",), box_convention="qwen-vl", multi_image=True, remote_code=True),
+    FamilyAdapter("CogVLM", ("cogvlm",), box_convention="cogvlm", multi_image=False, remote_code=True),
 )
 
 _BY_MODEL_TYPE = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}

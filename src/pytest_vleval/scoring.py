@@ -497,6 +497,8 @@ BOX_CONVENTIONS: dict[str, str] = {
     "qwen2": "Qwen2-VL: <|box_start|>(x1,y1),(x2,y2)<|box_end|> on a 0-1000 grid",
     "qwen2.5": 'Qwen2.5-VL: JSON "bbox_2d" in absolute pixels of the resized model input',
     "qwen-vl": "Qwen-VL: <box>(x1,y1),(x2,y2)</box> on a 0-999 grid",
+    "cogvlm": "CogVLM: [[x1,y1,x2,y2]] (boxes separated by ';') on a 0-1000 grid, three digits (000-999)",
+    "minigpt-v2": "MiniGPT-v2: {<x1><y1><x2><y2>} on a 0-100 grid",
     "normalized": "[x1, y1, x2, y2] as fractions of the width and height, in [0, 1]",
 }
 
@@ -508,6 +510,10 @@ _PAIRS = rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*,?\s*\(\s*({_NUM})\s*,\s*({_NUM}
 _QWEN2_TAGGED = re.compile(rf"<\|box_start\|>\s*{_PAIRS}\s*<\|box_end\|>")
 _QWENVL_TAGGED = re.compile(rf"<box>\s*{_PAIRS}\s*</box>")
 _BARE_PAIRS = re.compile(_PAIRS)
+# CogVLM's parser reads `[[x0,y0,x1,y1;...]]` and divides by 1000 (THUDM/CogVLM utils); we take the first box.
+_COGVLM = re.compile(rf"\[\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*[;\]]")
+# MiniGPT-v2's eval_ref.py: `{<x1><y1><x2><y2>}`, integers divided by 100 (its `--res`).
+_MINIGPT = re.compile(rf"\{{\s*<\s*({_NUM})\s*>\s*<\s*({_NUM})\s*>\s*<\s*({_NUM})\s*>\s*<\s*({_NUM})\s*>\s*\}}")
 
 
 def _four(patterns: Sequence[re.Pattern[str]], text: str) -> Box | None:
@@ -559,6 +565,10 @@ def parse_box(
         raw, sx, sy = _four((_BBOX_2D, _BARE_LIST), text), width / resized_w, height / resized_h
     elif convention == "qwen2":
         raw, sx, sy = _four((_QWEN2_TAGGED, _BARE_PAIRS), text), width / 1000, height / 1000
+    elif convention == "cogvlm":
+        raw, sx, sy = _four((_COGVLM,), text), width / 1000, height / 1000
+    elif convention == "minigpt-v2":
+        raw, sx, sy = _four((_MINIGPT,), text), width / 100, height / 100
     else:
         raw, sx, sy = _four((_QWENVL_TAGGED, _BARE_PAIRS), text), width / 999, height / 999
     if raw is None:
@@ -594,7 +604,7 @@ def _fmt_box(box: Sequence[float]) -> str:
 def _score_iou(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
-    convention = context.box_convention or "qwen3"
+    convention = options.get("convention") or context.box_convention or "qwen3"
     if not context.image_sizes:
         raise ValueError("the iou scorer needs the original image size (ScoreContext.image_sizes)")
     resized = context.resized_sizes[0] if context.resized_sizes else None
@@ -695,9 +705,10 @@ SCORERS: dict[str, Scorer] = {
             "iou",
             _score_iou,
             "box",
-            "IoU of the predicted box (read in the model's box convention) with the reference box, "
-            "original-image pixels xyxy.",
+            "IoU of the predicted box (read in the model's box convention, or the case's option "
+            "'convention') with the reference box, original-image pixels xyxy.",
             default_threshold=0.5,
+            options=("convention",),
         ),
     )
 }
@@ -732,6 +743,10 @@ def _validate_options(scorer: Scorer, options: Mapping[str, Any]) -> None:
         raise ValueError(f"option 'fullmatch' must be true or false, not {options['fullmatch']!r}")
     if "mode" in options and options["mode"] not in ("official", "evalai"):
         raise ValueError(f"option 'mode' must be 'official' or 'evalai', not {options['mode']!r}")
+    if "convention" in options and options["convention"] not in BOX_CONVENTIONS:
+        raise ValueError(
+            f"option 'convention' must be one of {', '.join(BOX_CONVENTIONS)}, not {options['convention']!r}"
+        )
     if "tau" in options:
         _check_number_option("tau", options["tau"], low=0.0, high=1.0, low_open=True)
     if "tolerance" in options:
