@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, overload
 
+import pytest
+
 METRICS: tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 JAVA_METRICS: tuple[str, ...] = ("METEOR", "SPICE")
 
@@ -77,8 +79,11 @@ class CaptionMetricError(RuntimeError):
     """A Java metric process failed in a way that is not a missing dependency."""
 
 
-class MetricSkippedWarning(UserWarning):
-    """Some requested caption metrics could not run (see the message for why and how to enable them)."""
+class MetricSkippedWarning(pytest.PytestWarning):
+    """Some requested caption metrics could not run (see the message for why and how to enable them).
+
+    A `pytest.PytestWarning`, like every warning of the plugin, so `-W error::pytest.PytestWarning` catches it.
+    """
 
 
 @dataclass(frozen=True)
