@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy  # noqa: F401
 import pytest
 
+from pytest_vleval.options import VlOptions
+
 # Tests never reach the Hugging Face Hub: a hub id must fail fast, not hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -61,6 +63,22 @@ def _not_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     tests that read that output must see the same text on a laptop and in CI."""
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("BUILD_NUMBER", raising=False)
+
+
+def vl_options(**overrides: object) -> VlOptions:
+    """Plugin options as `pytest_configure` would build them for one CPU model, with `overrides`."""
+    values: dict = dict(
+        models=("x",),
+        device="cpu",
+        dtype="auto",
+        max_new_tokens=8,
+        trust_remote_code=False,
+        batch_size=None,
+        case_files=(),
+        golden_files=(),
+    )
+    values.update(overrides)
+    return VlOptions(**values)
 
 
 def make_png(path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)) -> Path:

@@ -26,9 +26,9 @@ import pytest
 
 from pytest_vleval.models import Conversation, GenerationFailure, ModelLoadError, resolve_model
 from pytest_vleval.openai_backend import OpenAIBackend, fingerprint, parse_spec
-from pytest_vleval.options import VlOptions
 
 from .conftest import make_png
+from .conftest import vl_options as options
 
 SECRET = "sk-test-5f1e0c9a7b3d-never-print-me"
 
@@ -148,21 +148,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def options(**overrides: object) -> VlOptions:
-    values: dict = dict(
-        models=("x",),
-        device="cpu",
-        dtype="auto",
-        max_new_tokens=8,
-        trust_remote_code=False,
-        batch_size=None,
-        case_files=(),
-        golden_files=(),
-    )
-    values.update(overrides)
-    return VlOptions(**values)
 
 
 def http_backend(spec: str, *, backoff: float = 0.01, **overrides: object) -> OpenAIBackend:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pytest_vleval.models import Conversation, resolve_model
-from pytest_vleval.options import VlOptions
 
 from .conftest import make_png
+from .conftest import vl_options as options
 
 SUITE = """
 defaults: {scorer: regex, max_new_tokens: 6}
@@ -23,21 +23,6 @@ cases:
       - {question: 'And its colour?', expected: '^.*$'}
   - {id: must-fail, image: images/red.png, question: 'What colour?', expected: 'zebra crossing', scorer: exact}
 """
-
-
-def options(**overrides: object) -> VlOptions:
-    values: dict = dict(
-        models=("x",),
-        device="cpu",
-        dtype="auto",
-        max_new_tokens=8,
-        trust_remote_code=False,
-        batch_size=None,
-        case_files=(),
-        golden_files=(),
-    )
-    values.update(overrides)
-    return VlOptions(**values)
 
 
 @pytest.fixture(scope="module")
