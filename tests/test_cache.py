@@ -23,9 +23,9 @@ from pytest_vleval.cache import (
     hub_snapshot,
 )
 from pytest_vleval.models import resolve_model
-from pytest_vleval.options import VlOptions
 
 from .conftest import FAKE_BACKEND_CONFTEST, make_png
+from .conftest import vl_options as options
 
 # The fake backend of conftest.py, plus: a fingerprint read from fingerprint.txt (none when it is absent),
 # a log of every question it generates (across runs and processes), an injected out-of-memory error for
@@ -283,10 +283,21 @@ def test_xdist_workers_share_the_cache(cached_project: pytest.Pytester) -> None:
     cached_project.makefile(".yaml", test_a=cases_yaml(6), test_b=cases_yaml(6, question="say: x{n} b"))
     cached_project.runpytest("--vl-model=fake", "-n", "2").assert_outcomes(passed=12)
     first = generated(cached_project)
-    assert len(first) >= 12  # a worker may generate a batch that the other one runs
+    assert len(first) == 12  # each worker batches only the cases it runs
     assert len(entries(cached_project.path / ".vleval" / "cache")) == 12
     cached_project.runpytest("--vl-model=fake", "-n", "2").assert_outcomes(passed=12)
     assert generated(cached_project) == []
+
+
+@pytest.mark.parametrize("dist", ["load", "loadfile"])
+def test_xdist_workers_generate_only_their_own_cases(cached_project: pytest.Pytester, dist: str) -> None:
+    """Without a cache to share, no case is generated twice: a worker batches from its own queue."""
+    pytest.importorskip("xdist")
+    cached_project.makefile(".yaml", test_a=cases_yaml(12), test_b=cases_yaml(12, question="say: x{n} b"))
+    args = ("--vl-model=fake", "--vl-no-cache", "--vl-batch-size=4", "-n", "2", "--dist", dist)
+    cached_project.runpytest(*args).assert_outcomes(passed=24)
+    questions = generated(cached_project)
+    assert sorted(questions) == sorted({*questions}) and len(questions) == 24
 
 
 def _writer(root: str, worker: int, n: int) -> None:
@@ -343,21 +354,6 @@ def test_file_hashes_are_memoised_by_size_and_mtime(tmp_path: Path, monkeypatch:
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert AnswerCache(tmp_path / "cache").file_hash(weights) != first
     assert calls == [weights]
-
-
-def options(**overrides: object) -> VlOptions:
-    values: dict = dict(
-        models=("x",),
-        device="cpu",
-        dtype="auto",
-        max_new_tokens=8,
-        trust_remote_code=False,
-        batch_size=None,
-        case_files=(),
-        golden_files=(),
-    )
-    values.update(overrides)
-    return VlOptions(**values)
 
 
 def fingerprints(root: Path, **overrides: object) -> ModelFingerprints:
@@ -462,3 +458,12 @@ def test_help_lists_the_cache_options() -> None:
     text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     for flag in ("--vl-cache-dir=DIR", "--vl-no-cache", "--vl-refresh", "--vl-check-batch-invariance", "vl_cache_dir"):
         assert flag in text, flag
+
+
+def test_xdist_controller_prints_the_vleval_summary(cached_project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    cached_project.makefile(".yaml", test_a=cases_yaml(5, q2="say: wrong"), test_b=cases_yaml(4))
+    result = cached_project.runpytest("--vl-model=fake", "-n", "2")
+    result.assert_outcomes(passed=8, failed=1)
+    result.stdout.re_match_lines([r".*vleval summary.*", r"model fake: 8/9 cases passed"])
+    result.stdout.re_match_lines([r"\s+test_a.yaml\s+4/5\s+passed\s+mean score 0.800", r"\s+test_b.yaml\s+4/4\s+passed"])

@@ -73,6 +73,15 @@ def test_gated_metrics_are_tests_and_scored_once(fake_project: pytest.Pytester) 
     assert "closing fake after batches [3]" in result.stdout.str()
 
 
+def test_golden_scores_reach_the_xdist_controller_summary(fake_project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    make_set(fake_project, GOOD, "{CIDEr: 0.5, Bleu_1: 0.5, SPICE: 0.1}")
+    result = fake_project.runpytest("golden", "--vl-model=fake", "-n", "2")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*vleval summary*", "golden shapes on fake: Bleu_1 *CIDEr*", "*SPICE not run: *"])
+    assert result.stdout.str().count("golden shapes on fake:") == 1
+
+
 def test_a_metric_below_threshold_fails_by_name(fake_project: pytest.Pytester) -> None:
     make_set(fake_project, BAD, "{CIDEr: 2.0, Bleu_1: 0.1}")
     result = fake_project.runpytest("golden", "--vl-model=fake")

@@ -175,6 +175,7 @@ class GoldenItem(pytest.Function):
     def run_metric(self) -> None:
         __tracebackhide__ = True
         result = score_set(get_session(self.config), self.golden, self.cases, self.spec)
+        self.user_properties.append(("vleval-golden", summary_of(result)))  # for an xdist controller's summary
         if self.metric is None:
             if result.errors and len(result.errors) == len(self.golden.images):
                 pytest.fail(f"no caption could be generated: {next(iter(result.errors.values()))}", pytrace=False)
@@ -216,6 +217,19 @@ class GoldenFileNode(pytest.File):
                     spec=spec,
                     metric=metric,
                 )
+
+
+def summary_of(result: GoldenResult) -> dict[str, Any]:
+    """What the terminal summary shows of a set's scores, in plain types (it travels from xdist workers)."""
+    return {
+        "set": result.set_name,
+        "model": result.model,
+        "corpus": {str(k): float(v) for k, v in result.corpus.items()},
+        "skipped": {str(k): str(v) for k, v in result.skipped.items()},
+        "failed": {str(k): str(v) for k, v in result.failed.items()},
+        "tokenizer": str(result.tokenizer),
+        "errors": [str(k) for k in result.errors],
+    }
 
 
 def summary_lines(vl: VlSession) -> list[str]:

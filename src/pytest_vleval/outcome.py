@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pytest_vleval import scoring
 from pytest_vleval.cases import Case
@@ -49,6 +51,17 @@ class CaseResult:
         data["passed"] = self.passed
         data["score"] = self.score
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        """The inverse of `to_dict` (derived keys ignored): a result sent by an xdist worker."""
+        turns = [TurnResult(**{k: v for k, v in t.items() if k in _TURN_FIELDS}) for t in data.get("turns", [])]
+        fields = {k: v for k, v in data.items() if k in _CASE_FIELDS and k != "turns"}
+        return cls(**fields, turns=turns)
+
+
+_TURN_FIELDS = frozenset(f.name for f in dataclasses.fields(TurnResult))
+_CASE_FIELDS = frozenset(f.name for f in dataclasses.fields(CaseResult))
 
 
 def _image_sizes(case: Case) -> tuple[tuple[int, int], ...]:

@@ -120,19 +120,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl
 def pytest_collection_finish(session: pytest.Session) -> None:
-    from pytest_vleval.captioning import GoldenItem
-    from pytest_vleval.collect import CaseItem
+    from pytest_vleval.planning import prediction_work, worker_queue
 
-    work = []
-    planned_sets = set()
-    for item in session.items:
-        if isinstance(item, CaseItem):
-            if item.get_closest_marker("skip") is None:  # a skipped case is never asked: never generate it
-                work.append((item.spec, item.case))
-        elif isinstance(item, GoldenItem) and (item.golden.path, item.spec.label) not in planned_sets:
-            planned_sets.add((item.golden.path, item.spec.label))
-            work.extend((item.spec, case) for case in item.cases)
-    get_session(session.config).predictor.plan(work)
+    predictor = get_session(session.config).predictor
+    predictor.plan(prediction_work(session.items))
+    queue = worker_queue(session.config)  # an xdist worker batches only the cases it runs
+    if queue is not None:
+        predictor.upcoming = queue.upcoming_work
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -161,6 +155,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         vl.pool.close()
         if vl.caption_evaluator is not None:
             vl.caption_evaluator.close()
+
+
+@pytest.hookimpl
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # pytest-xdist's controller sets it on every report from a worker
+    config = getattr(node, "config", None)
+    if isinstance(config, pytest.Config) and SESSION_KEY in config.stash:
+        from pytest_vleval.report import take_worker_report
+
+        take_worker_report(get_session(config), report)
 
 
 @pytest.hookimpl

@@ -174,6 +174,8 @@ class BatchPredictor:
         self.batches: list[int] = []  # sizes of the batches generated (first turns)
         self.invariance_checked = 0
         self.invariance_differences: list[InvarianceDifference] = []
+        # What this process runs next, when another process runs the rest (an xdist worker); None: the plan.
+        self.upcoming: Callable[[], Sequence[tuple[ModelSpec, Case]] | None] | None = None
 
     def plan(self, work: Sequence[tuple[ModelSpec, Case]]) -> None:
         """Set the run order of the cases to predict (called after selection)."""
@@ -256,10 +258,17 @@ class BatchPredictor:
             self._lookup(spec, model, self._queue.get(spec.label, []))
 
     def _pending_after(self, label: str, case: Case, limit: int) -> list[Case]:
-        queue = self._queue.get(label, [])
-        start = self._position.get(case_key(label, case), -1) + 1
+        upcoming = self.upcoming() if self.upcoming is not None else None
+        if upcoming is not None:
+            # An xdist worker: only the cases it runs itself, in its order (the rest are another worker's).
+            own = [c for spec, c in upcoming if spec.label == label]
+            start = next((i + 1 for i, c in enumerate(own) if c is case), 0)
+            following = own[start:]
+        else:
+            queue = self._queue.get(label, [])
+            following = queue[self._position.get(case_key(label, case), -1) + 1 :]
         pending: list[Case] = []
-        for other in queue[start:]:
+        for other in following:
             if len(pending) >= limit:
                 break
             if other is not case and case_key(label, other) not in self._done:

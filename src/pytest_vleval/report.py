@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from typing import Any
 
 from pytest_vleval.session import VlSession
+
+
+def take_worker_report(vl: VlSession, report: Any) -> None:
+    """On an xdist controller: keep the case results and golden scores a worker's test report carries.
+
+    Reports that come from workers have a `node` (pytest-xdist sets it); local ones are already in `vl`.
+    """
+    if getattr(report, "node", None) is None or report.when != "call":
+        return
+    from pytest_vleval.outcome import CaseResult
+
+    for name, value in getattr(report, "user_properties", ()):
+        if name == "vleval" and isinstance(value, dict):
+            vl.results.append(CaseResult.from_dict(value))
+        elif name == "vleval-golden" and isinstance(value, dict):
+            if not any((g["set"], g["model"]) == (value["set"], value["model"]) for g in vl.golden_results):
+                vl.golden_results.append(value)
 
 
 def summary_lines(vl: VlSession) -> list[str]:
