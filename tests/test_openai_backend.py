@@ -43,6 +43,26 @@ def completion(text: str) -> Reply:
     )
 
 
+class Events(list):
+    """A streamed reply: the events of a server-sent event stream, sent `gap` seconds apart."""
+
+    gap = 0.05
+
+
+def streamed(text: str, *, usage: bool = True, prompt_tokens: int = 31) -> Reply:
+    """How vLLM streams `text`: a role chunk, one chunk per word, a finish chunk, usage, [DONE]."""
+    words = text.split(" ")
+    chunks: list = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    for i, word in enumerate(words):
+        piece = word if i == 0 else " " + word
+        chunks.append({"choices": [{"index": 0, "delta": {"content": piece}}]})
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        chunks.append({"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}})
+    chunks.append("[DONE]")
+    return 200, Events(chunks), {}
+
+
 def last_user_text(body: dict) -> str:
     user = [m for m in body["messages"] if m["role"] == "user"][-1]
     return next(part["text"] for part in user["content"] if part["type"] == "text")
@@ -77,6 +97,9 @@ class StubServer:
 
             def _send(self, reply: Reply) -> None:
                 status, body, headers = reply
+                if isinstance(body, Events):
+                    self._send_events(status, body)
+                    return
                 data = (body if isinstance(body, str) else json.dumps(body)).encode()
                 try:
                     self.send_response(status)
@@ -88,6 +111,18 @@ class StubServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
+
+            def _send_events(self, status: int, events: Events) -> None:
+                """A server-sent event stream, one event per write, `events.gap` seconds apart; then close."""
+                self.send_response(status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for event in events:
+                    time.sleep(events.gap)
+                    line = event if isinstance(event, str) else json.dumps(event)
+                    self.wfile.write(f"data: {line}\n\n".encode())
+                    self.wfile.flush()
+                self.close_connection = True
 
             def _authorized(self) -> bool:
                 if stub.require_key and self.headers.get("Authorization") != f"Bearer {stub.require_key}":
@@ -619,6 +654,23 @@ def test_transformers_serve_answers_like_the_in_process_backend(
     assert exact >= 4
 
 
+def test_transformers_serve_streams_for_latency(served: Served, tmp_path: Path) -> None:
+    """The streamed answer is the non-streamed one; TTFT and the server's token counts come back
+    (transformers serve ignores stream_options with a warning and sends usage in its last chunk)."""
+    image = make_png(tmp_path / "red.png", (64, 64), (220, 20, 20))
+    backend = OpenAIBackend(resolve_model(served.spec), options())
+    try:
+        conv = Conversation(images=(image,), question="What colour is the shape?", max_new_tokens=8)
+        (plain,) = backend.generate([conv])
+        sample = backend.generate_timed(conv)
+        again = backend.generate_timed(conv)
+    finally:
+        backend.close()
+    assert isinstance(plain, str) and sample["answer"] == plain == again["answer"]
+    assert 0 < sample["ttft_s"] <= sample["total_s"]
+    assert 1 <= sample["output_tokens"] <= 8 and sample["input_tokens"] > 16  # the image's tokens included
+
+
 def test_transformers_serve_killed_mid_run(
     pytester: pytest.Pytester, random_qwen3vl: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -683,3 +735,92 @@ def test_transformers_serve_killed_mid_run(
         [f"*model rand-qwen3vl (OpenAI-compatible server*): {outcomes['passed']}/8 cases passed*"]
     )
     assert elapsed < 30, f"the run took {elapsed:.1f} s after the server died"
+
+
+# --- streamed latency (--vl-benchmark over HTTP) ----------------------------------------------------------
+
+
+def test_event_stream_parsing() -> None:
+    from pytest_vleval.openai_backend import read_event_stream
+
+    lines = iter(
+        [
+            b": ping\n",
+            b'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n',
+            b"\n",
+            b'data: {"choices": [{"delta": {"content": "a red"}}]}\n',
+            b'data: {"choices": [{"delta": {"content": " circle"}}]}\n',
+            b'data: {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}\n',
+            b"data: [DONE]\n",
+            b'data: {"choices": [{"delta": {"content": "after done"}}]}\n',
+        ]
+    )
+    ticks = iter(range(100))
+    out = read_event_stream(lambda: next(lines, b""), clock=lambda: float(next(ticks)))
+    assert (out.text, out.first_text_at, out.prompt_tokens, out.completion_tokens) == ("a red circle", 0.0, 12, 3)
+    failed = iter([b'data: {"choices": [{"delta": {"content": "x"}}]}\n', b'data: {"error": "CUDA out of memory"}\n'])
+    out = read_event_stream(lambda: next(failed, b""))
+    assert out.error == "CUDA out of memory" and out.text == "x"
+    thinking = iter([b'data: {"choices": [{"delta": {"reasoning_content": "hmm"}}]}\n'])
+    assert read_event_stream(lambda: next(thinking, b"")).first_text_at is not None  # first token, no content
+
+
+def test_generate_timed_streams_and_times_the_first_token(stub: StubServer) -> None:
+    stub.respond = lambda body: streamed("a red circle on the left") if body.get("stream") else say(body)
+    backend = http_backend(stub.spec())
+    conv = Conversation(images=(), question="Describe.", max_new_tokens=16)
+    sample = backend.generate_timed(conv)
+    body = stub.chat_bodies()[-1]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert sample["answer"] == "a red circle on the left"
+    # Six events 50 ms apart: the first text (2nd event) comes about 100 ms in, the end about 350 ms in.
+    assert 0.08 <= sample["ttft_s"] < sample["total_s"] and sample["total_s"] >= 0.3
+    assert sample["prepare_s"] + sample["generate_s"] == pytest.approx(sample["total_s"], abs=1e-3)
+    assert (sample["input_tokens"], sample["output_tokens"]) == (31, 6)
+
+
+def test_a_server_refusing_stream_options_is_asked_again_without(stub: StubServer) -> None:
+    """Servers with strict request validation answer HTTP 400/422 to fields they do not know."""
+
+    def respond(body: dict) -> Reply:
+        if "stream_options" in body:
+            return (422, {"error": {"message": "Unsupported fields in the request: {'stream_options'}"}}, {})
+        return streamed("blue", prompt_tokens=9)
+
+    stub.respond = respond
+    backend = http_backend(stub.spec())
+    conv = Conversation(images=(), question="Colour?", max_new_tokens=4)
+    assert backend.generate_timed(conv)["answer"] == "blue"
+    assert backend.generate_timed(conv)["output_tokens"] == 1
+    assert ["stream_options" in b for b in stub.chat_bodies()] == [True, False, False]  # asked once, remembered
+
+
+def test_generate_timed_reports_failures(stub: StubServer) -> None:
+    stub.respond = lambda body: (500, {"error": {"message": "engine died"}}, {})
+    backend = http_backend(stub.spec())
+    sample = backend.generate_timed(Conversation(images=(), question="x", max_new_tokens=4))
+    assert isinstance(sample["answer"], GenerationFailure)
+    assert "(streamed): HTTP 500: engine died" in sample["answer"].message
+    stub.respond = lambda body: (200, Events(['{"error": {"message": "out of memory"}}']), {})
+    sample = backend.generate_timed(Conversation(images=(), question="x", max_new_tokens=4))
+    assert sample["answer"].message.endswith("(streamed): out of memory")
+
+
+def test_vl_benchmark_over_http_records_time_to_first_token(fake_project: pytest.Pytester, stub: StubServer) -> None:
+    def respond(body: dict) -> Reply:
+        text = say(body)[1]["choices"][0]["message"]["content"]
+        return streamed(text) if body.get("stream") else completion(text)
+
+    stub.respond = respond
+    fake_project.makefile(".yaml", test_suite=SAY_SUITE.replace("doomed", "fine"))
+    result = fake_project.runpytest(
+        f"--vl-model={stub.spec()}", "--vl-benchmark=1", "--vl-benchmark-rounds=2", "--vl-json=run.json",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] >= 2 and not outcomes.get("failed"), result.stdout.str()
+    record = json.loads((fake_project.path / "run.json").read_text())
+    (bench,) = record["benchmarks"]
+    assert bench["rounds"] == 2 and bench["ttft"]["n"] == 2
+    assert 0 < bench["ttft"]["p50"] < bench["latency"]["p50"]
+    assert bench["output_tokens"] >= 1 and bench["input_tokens"] == 31 and bench["tokens_per_s"] > 0

@@ -203,6 +203,64 @@ class _Reply:
     body: bytes
 
 
+@dataclass
+class _Streamed:
+    """What a streamed chat completion sent: the text, when its first piece arrived, the server's usage."""
+
+    text: str = ""
+    first_text_at: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+
+
+def read_event_stream(readline: Callable[[], bytes], clock: Callable[[], float] = time.perf_counter) -> _Streamed:
+    """Read an OpenAI chat-completions event stream (``data: {...}`` lines up to ``data: [DONE]`` or the end).
+
+    The time of the first chunk carrying text (``delta.content``, or ``reasoning_content`` from a thinking
+    model) is the time to first token; the role-only opening chunk does not count. An ``error`` event (vLLM,
+    transformers serve) ends the stream with its message.
+    """
+    out = _Streamed()
+    pieces: list[str] = []
+    while True:
+        line = readline()
+        if not line:
+            break
+        text = line.decode("utf-8", "replace").strip()
+        if not text.startswith("data:"):
+            continue  # blank separators, comments (": ping"), event names
+        data = text[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("error"):
+            error = event["error"]
+            out.error = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+            break
+        for choice in event.get("choices") or []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            piece = delta.get("content") or ""
+            if (piece or delta.get("reasoning_content")) and out.first_text_at is None:
+                out.first_text_at = clock()
+            if piece:
+                pieces.append(piece)
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            out.prompt_tokens = prompt if isinstance(prompt, int) else out.prompt_tokens
+            out.completion_tokens = completion if isinstance(completion, int) else out.completion_tokens
+    out.text = "".join(pieces)
+    return out
+
+
 class _Unreachable(Exception):
     """The server could not be reached or dropped the connection: worth retrying."""
 
@@ -275,6 +333,7 @@ class OpenAIBackend:
             raise ModelLoadError(f"the API key in ${self._api_key_env} has characters that cannot go in an HTTP header")
         self._unreachable = False  # set when a request gave up on a dead server: later ones try once
         self._stop = threading.Event()
+        self._stream_usage = True  # ask for usage in streams until the server refuses stream_options
         card, listed = self._probe()
         self.fingerprint, fingerprint_parts = fingerprint(self.endpoint, card, now=time.time())
         self._listed = listed
@@ -300,7 +359,8 @@ class OpenAIBackend:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None, timeout: float) -> _Reply:
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """A connected connection whose reads wait at most `timeout` seconds."""
         endpoint = self.endpoint
         connection: http.client.HTTPConnection
         if endpoint.scheme == "https":
@@ -309,22 +369,29 @@ class OpenAIBackend:
             )
         else:
             connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=self.connect_timeout)
-        headers = {"Accept": "application/json", "User-Agent": "pytest-vleval"}
-        body = None
+        try:
+            connection.connect()
+        except OSError as exc:
+            connection.close()
+            raise _Unreachable(f"cannot connect: {exc}") from None
+        assert connection.sock is not None
+        connection.sock.settimeout(timeout)
+        return connection
+
+    def _headers(self, payload: dict[str, Any] | None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": "pytest-vleval"}
         if payload is not None:
-            body = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None, timeout: float) -> _Reply:
+        body = None if payload is None else json.dumps(payload).encode()
+        connection = self._connection(timeout)
         try:
             try:
-                connection.connect()
-            except OSError as exc:
-                raise _Unreachable(f"cannot connect: {exc}") from None
-            assert connection.sock is not None
-            connection.sock.settimeout(timeout)
-            try:
-                connection.request(method, path, body=body, headers=headers)
+                connection.request(method, path, body=body, headers=self._headers(payload))
                 response = connection.getresponse()
                 return _Reply(response.status, _retry_after(response.getheader("Retry-After")), response.read())
             except TimeoutError:
@@ -420,6 +487,75 @@ class OpenAIBackend:
                 f"{url}: not a chat completion: {self._redact(body.decode('utf-8', 'replace'))[:300]}"
             )
         return (content or "").strip()
+
+    def generate_timed(self, conversation: Conversation) -> dict[str, Any]:
+        """One conversation alone, streamed (server-sent events), for the latency benchmarks (``latency.py``).
+
+        ``ttft_s`` runs from the request's start (images encoded, request sent) to the first chunk with text;
+        ``prepare_s`` is building the request (reading and base64-encoding the images); ``generate_s`` from
+        sending it to the end of the stream. Token counts are the server's own ``usage`` (requested with
+        ``stream_options.include_usage``; a server that refuses that option with HTTP 400/422 is asked again
+        without it, and then reports usage in its last chunk anyway, as transformers serve does, or not at all). No retries: a failed request fails the item.
+        """
+        url = f"POST {self.endpoint.base_url}/chat/completions"
+        started = time.perf_counter()
+        try:
+            payload = chat_request(self.endpoint.model, conversation)
+        except OSError as exc:
+            return {"answer": GenerationFailure(f"cannot read an image of the case: {exc}"), "total_s": 0.0}
+        payload["stream"] = True
+        if self._stream_usage:
+            payload["stream_options"] = {"include_usage": True}
+        prepared = time.perf_counter()
+        try:
+            status, result = self._stream(payload)
+            if status in (400, 422) and self._stream_usage and "stream_options" in str(result):
+                self._stream_usage = False
+                del payload["stream_options"]
+                prepared = time.perf_counter()
+                status, result = self._stream(payload)
+        except (_Unreachable, _TimedOut) as exc:
+            return {"answer": GenerationFailure(f"{url} (streamed): {exc}"), "total_s": time.perf_counter() - started}
+        finished = time.perf_counter()
+        if status != 200:
+            problem = f"HTTP {status}: {self._redact(str(result))}"
+            return {"answer": GenerationFailure(f"{url} (streamed): {problem}"), "total_s": finished - started}
+        assert isinstance(result, _Streamed)
+        if result.error is not None:
+            failure = GenerationFailure(f"{url} (streamed): {self._redact(result.error)}")
+            return {"answer": failure, "total_s": finished - started}
+        return {
+            "answer": result.text.strip(),
+            "total_s": finished - started,
+            "prepare_s": prepared - started,
+            "generate_s": finished - prepared,
+            "ttft_s": None if result.first_text_at is None else result.first_text_at - started,
+            "input_tokens": result.prompt_tokens,
+            "output_tokens": result.completion_tokens,
+        }
+
+    def _stream(self, payload: dict[str, Any]) -> tuple[int, _Streamed | str]:
+        """POST a streaming chat completion; (200, what streamed) or (status, the server's message)."""
+        timeout = self.request_timeout
+        connection = self._connection(timeout)
+        try:
+            try:
+                connection.request(
+                    "POST",
+                    self.endpoint.base_path + "/chat/completions",
+                    body=json.dumps(payload).encode(),
+                    headers=self._headers(payload, accept="text/event-stream"),
+                )
+                response = connection.getresponse()
+                if response.status != 200:
+                    return response.status, server_message(response.read())
+                return 200, read_event_stream(response.readline)
+            except TimeoutError:
+                raise _TimedOut(f"no data within {timeout:g} s (--vl-request-timeout={timeout:g})") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Unreachable(f"connection lost: {type(exc).__name__}: {exc}") from None
+        finally:
+            connection.close()
 
     def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
         if self._stop.is_set():
