@@ -246,3 +246,24 @@ def test_progress_bar_in_a_terminal_and_quiet_in_ci(pytester: pytest.Pytester) -
     piped = pytester.runpytest(*args)
     piped.assert_outcomes(passed=6)
     assert progress.SAVE_CURSOR not in piped.stdout.str() and "generating" not in piped.stdout.str()
+
+
+def test_a_dialogue_the_family_cannot_hold_is_skipped_before_its_first_turn(tmp_path: Path) -> None:
+    """BLIP-2 has no chat template: a two-turn case must not spend a generation on turn 1 only to skip."""
+    image = make_png(tmp_path / "images" / "red.png")
+    path = tmp_path / "test_cases.yaml"
+    path.write_text(
+        "cases:\n"
+        f"  - {{id: single, image: {image}, question: one, expected: x}}\n"
+        f"  - id: talk\n    image: {image}\n    turns:\n"
+        "      - {question: first, expected: x}\n      - {question: second, expected: x}\n"
+    )
+    single, talk = load_case_file(path).cases
+    backend = Backend()
+    backend.unsupported = lambda conv: "Fam does not hold a multi-turn dialogue" if conv.history else None
+    vl = predictor(backend, [single, talk], size=4)
+    skipped = vl.predict(SPEC, talk)
+    assert skipped.skipped == "Fam does not hold a multi-turn dialogue" and skipped.answers == []
+    assert skipped.error == "model 'fake' failed on turn 2: Fam does not hold a multi-turn dialogue"
+    assert vl.predict(SPEC, single).answers == ["ONE"]
+    assert backend.calls == [["one"]]  # 'first' was never generated

@@ -211,6 +211,10 @@ class TransformersBackend:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
 
+    def unsupported(self, conversation: Conversation) -> str | None:
+        """Why the model's family cannot take `conversation` (asked before a dialogue's first turn), or None."""
+        return self.family.unsupported(conversation, has_chat_template=self.has_chat_template)
+
     def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
         """Answers in order; a conversation the family cannot take (two images for BLIP-2, a dialogue without
         a chat template) gets an :class:`UnsupportedConversation` instead, and the others still run."""

@@ -378,9 +378,34 @@ class BatchPredictor:
     def _generate(
         self, backend: Backend, cases: list[Case], predictions: dict[int, Prediction], batch_size: int
     ) -> None:
+        self._skip_unsupported(backend, cases, predictions)
         for turn in range(max(len(c.turns) for c in cases)):
             active = [c for c in cases if turn < len(c.turns) and predictions[id(c)].error is None]
             self._generate_turn(backend, active, turn, predictions, batch_size)
+
+    def _skip_unsupported(self, backend: Backend, cases: list[Case], predictions: dict[int, Prediction]) -> None:
+        """A dialogue the model's family cannot hold (BLIP-2: no chat template) is skipped before its first turn
+        is generated. Asks the backend's optional ``unsupported(conversation) -> reason | None`` about the last
+        turn; a backend without it answers per conversation in ``generate`` (turn by turn)."""
+        check = getattr(backend, "unsupported", None)
+        if not callable(check):
+            return
+        for case in cases:
+            last = len(case.turns) - 1
+            if last < 1:
+                continue
+            probe = Conversation(
+                images=case.images,
+                question=case.turns[last].question,
+                history=tuple((t.question, "") for t in case.turns[:last]),
+                system=case.system,
+                max_new_tokens=self._max_new_tokens(case),
+            )
+            reason = check(probe)
+            if reason:
+                prediction = predictions[id(case)]
+                prediction.error = f"model {backend.spec.label!r} failed on turn {last + 1}: {reason}"
+                prediction.skipped = reason
 
     def _conversation(self, case: Case, turn: int, prediction: Prediction) -> Conversation:
         history = tuple((case.turns[i].question, prediction.answers[i]) for i in range(turn))
