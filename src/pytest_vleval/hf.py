@@ -28,7 +28,6 @@ from pytest_vleval.options import VlOptions
 from pytest_vleval.precision import precision_label, quantization_config
 
 
-
 def resolve_device(requested: str) -> str:
     if requested == "auto":
         if torch.cuda.is_available():

@@ -495,7 +495,8 @@ class OpenAIBackend:
         ``prepare_s`` is building the request (reading and base64-encoding the images); ``generate_s`` from
         sending it to the end of the stream. Token counts are the server's own ``usage`` (requested with
         ``stream_options.include_usage``; a server that refuses that option with HTTP 400/422 is asked again
-        without it, and then reports usage in its last chunk anyway, as transformers serve does, or not at all). No retries: a failed request fails the item.
+        without it, and then reports usage anyway or not at all; transformers serve ignores the option and
+        reports usage in its last chunk). No retries: a failed request fails the item.
         """
         url = f"POST {self.endpoint.base_url}/chat/completions"
         started = time.perf_counter()
