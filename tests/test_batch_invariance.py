@@ -14,11 +14,11 @@ import yaml
 
 from pytest_vleval.cases import Case, load_case_file
 from pytest_vleval.models import BUILTIN_DIR, ModelSpec, resolve_model
-from pytest_vleval.options import VlOptions
 from pytest_vleval.predict import BatchPredictor, ModelPool
 from pytest_vleval.scenes import HELD_OUT_SEED_BASE, TASKS, make_example
 
 from .conftest import FAKE_BACKEND_CONFTEST, make_png
+from .conftest import vl_options as options
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGETS = {"caption": 12, "grounding": 16}
@@ -49,19 +49,6 @@ def write_scene_suite(root: Path, per_task: int, seed: int = 7) -> Path:
 
 def load_suite(root: Path) -> list[Case]:
     return [case for path in sorted(root.glob("test_*.yaml")) for case in load_case_file(path).cases]
-
-
-def options() -> VlOptions:
-    return VlOptions(
-        models=("x",),
-        device="cpu",
-        dtype="auto",
-        max_new_tokens=8,
-        trust_remote_code=False,
-        batch_size=None,
-        case_files=(),
-        golden_files=(),
-    )
 
 
 def answers_at(backend, spec: ModelSpec, cases: list[Case], batch_size: int) -> dict[str, list[str]]:

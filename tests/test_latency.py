@@ -15,7 +15,7 @@ from pytest_vleval.latency import FirstTokenClock, accelerator_info, measure, re
 from pytest_vleval.models import Conversation, GenerationFailure, resolve_model
 from pytest_vleval.storage import machine_id
 
-from .conftest import make_png
+from .conftest import make_png, vl_options
 from .test_records import suite_project  # noqa: F401  (fixture)
 
 
@@ -306,26 +306,11 @@ def test_no_gpu_means_no_gpu_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert memory.cuda_peaks() is None  # torch not loaded yet: never imported by the memory module
 
 
-def _options() -> Any:
-    from pytest_vleval.options import VlOptions
-
-    return VlOptions(
-        models=("x",),
-        device="cpu",
-        dtype="auto",
-        max_new_tokens=8,
-        trust_remote_code=False,
-        batch_size=None,
-        case_files=(),
-        golden_files=(),
-    )
-
-
 def test_generate_timed_on_a_real_model(random_qwen3vl: Path, tmp_path: Path) -> None:
     from pytest_vleval.hf import TransformersBackend
 
     image = make_png(tmp_path / "red.png", (64, 64), (220, 20, 20))
-    backend = TransformersBackend(resolve_model(str(random_qwen3vl)), _options())
+    backend = TransformersBackend(resolve_model(str(random_qwen3vl)), vl_options())
     try:
         conversation = Conversation(images=(image,), question="What colour is the shape?", max_new_tokens=6)
         timed = backend.generate_timed(conversation)
@@ -375,14 +360,12 @@ def _cuda_available() -> bool:
 
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
 def test_generate_timed_and_memory_on_a_gpu(random_qwen3vl: Path, tmp_path: Path) -> None:
-    from dataclasses import replace
-
     from pytest_vleval.hf import TransformersBackend
 
     image = make_png(tmp_path / "red.png", (64, 64), (220, 20, 20))
     tracker = memory.PeakTracker()
     tracker.open("load")
-    backend = TransformersBackend(resolve_model(str(random_qwen3vl)), replace(_options(), device="cuda"))
+    backend = TransformersBackend(resolve_model(str(random_qwen3vl)), vl_options(device="cuda"))
     try:
         load = tracker.close("load")
         assert (

@@ -804,6 +804,10 @@ def test_generate_timed_reports_failures(stub: StubServer) -> None:
     stub.respond = lambda body: (200, Events(['{"error": {"message": "out of memory"}}']), {})
     sample = backend.generate_timed(Conversation(images=(), question="x", max_new_tokens=4))
     assert sample["answer"].message.endswith("(streamed): out of memory")
+    stub.respond = lambda body: time.sleep(1) or streamed("late")
+    backend.request_timeout = 0.3
+    sample = backend.generate_timed(Conversation(images=(), question="x", max_new_tokens=4))
+    assert sample["answer"].message.endswith("(streamed): no data within 0.3 s (--vl-request-timeout=0.3)")
 
 
 def test_vl_benchmark_over_http_records_time_to_first_token(fake_project: pytest.Pytester, stub: StubServer) -> None:

@@ -386,20 +386,37 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None, timeout: float) -> _Reply:
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        timeout: float,
+        read: Callable[[http.client.HTTPResponse], _T],
+        *,
+        accept: str = "application/json",
+        waiting_for: str = "answer",
+    ) -> _T:
+        """Send one request on a fresh connection and `read` its response; connection trouble becomes
+        `_Unreachable` (worth retrying), a read that waits longer than `timeout` `_TimedOut`."""
         body = None if payload is None else json.dumps(payload).encode()
         connection = self._connection(timeout)
         try:
             try:
-                connection.request(method, path, body=body, headers=self._headers(payload))
-                response = connection.getresponse()
-                return _Reply(response.status, _retry_after(response.getheader("Retry-After")), response.read())
+                connection.request(method, path, body=body, headers=self._headers(payload, accept))
+                return read(connection.getresponse())
             except TimeoutError:
-                raise _TimedOut(f"no answer within {timeout:g} s") from None
+                raise _TimedOut(f"no {waiting_for} within {timeout:g} s") from None
             except (OSError, http.client.HTTPException) as exc:
                 raise _Unreachable(f"connection lost: {type(exc).__name__}: {exc}") from None
         finally:
             connection.close()
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None, timeout: float) -> _Reply:
+        def read(response: http.client.HTTPResponse) -> _Reply:
+            return _Reply(response.status, _retry_after(response.getheader("Retry-After")), response.read())
+
+        return self._exchange(method, path, payload, timeout, read)
 
     def _probe(self) -> tuple[dict[str, Any] | None, list[str] | None]:
         """Fail fast and clearly when nothing answers at the URL; read what the server says about the model."""
@@ -515,7 +532,10 @@ class OpenAIBackend:
                 del payload["stream_options"]
                 prepared = time.perf_counter()
                 status, result = self._stream(payload)
-        except (_Unreachable, _TimedOut) as exc:
+        except _TimedOut as exc:
+            failure = GenerationFailure(f"{url} (streamed): {exc} (--vl-request-timeout={self.request_timeout:g})")
+            return {"answer": failure, "total_s": time.perf_counter() - started}
+        except _Unreachable as exc:
             return {"answer": GenerationFailure(f"{url} (streamed): {exc}"), "total_s": time.perf_counter() - started}
         finished = time.perf_counter()
         if status != 200:
@@ -537,26 +557,21 @@ class OpenAIBackend:
 
     def _stream(self, payload: dict[str, Any]) -> tuple[int, _Streamed | str]:
         """POST a streaming chat completion; (200, what streamed) or (status, the server's message)."""
-        timeout = self.request_timeout
-        connection = self._connection(timeout)
-        try:
-            try:
-                connection.request(
-                    "POST",
-                    self.endpoint.base_path + "/chat/completions",
-                    body=json.dumps(payload).encode(),
-                    headers=self._headers(payload, accept="text/event-stream"),
-                )
-                response = connection.getresponse()
-                if response.status != 200:
-                    return response.status, server_message(response.read())
-                return 200, read_event_stream(response.readline)
-            except TimeoutError:
-                raise _TimedOut(f"no data within {timeout:g} s (--vl-request-timeout={timeout:g})") from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise _Unreachable(f"connection lost: {type(exc).__name__}: {exc}") from None
-        finally:
-            connection.close()
+
+        def read(response: http.client.HTTPResponse) -> tuple[int, _Streamed | str]:
+            if response.status != 200:
+                return response.status, server_message(response.read())
+            return 200, read_event_stream(response.readline)
+
+        return self._exchange(
+            "POST",
+            self.endpoint.base_path + "/chat/completions",
+            payload,
+            self.request_timeout,
+            read,
+            accept="text/event-stream",
+            waiting_for="data",
+        )
 
     def generate(self, conversations: Sequence[Conversation]) -> list[str | GenerationFailure]:
         if self._stop.is_set():

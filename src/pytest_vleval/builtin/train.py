@@ -236,6 +236,8 @@ def _aux_heads(hidden: int) -> Any:
         {
             "obj": torch.nn.Linear(hidden, 1 + len(AUX_COLOURS) * len(AUX_KINDS)),
             "centre": torch.nn.Linear(hidden, 1),
+            # Trained only with `centre_obj_aux`; always built because building it draws from the RNG
+            # stream the shipped weights were trained with (dropping it changes every later draw).
             "centre_obj": torch.nn.Linear(hidden, 1 + len(AUX_COLOURS) * len(AUX_KINDS)),
             "box": torch.nn.Linear(hidden, 4),
             "chars": torch.nn.Linear(hidden, 2 * (1 + len(AUX_CHARS))),
