@@ -63,6 +63,8 @@ def _not_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     tests that read that output must see the same text on a laptop and in CI."""
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("BUILD_NUMBER", raising=False)
+    # Inner runs must not append their Markdown summaries to the job page of a GitHub Actions run of this suite.
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
 def vl_options(**overrides: object) -> VlOptions:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_vleval.cases import Case, load_case_file
+from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, TASKS, make_example
+from pytest_vleval.cases.casefile import Case, load_case_file
 from pytest_vleval.models import BUILTIN_DIR, ModelSpec, resolve_model
-from pytest_vleval.predict import BatchPredictor, ModelPool
-from pytest_vleval.scenes import HELD_OUT_SEED_BASE, TASKS, make_example
+from pytest_vleval.predict.pool import ModelPool
+from pytest_vleval.predict.predictor import BatchPredictor
 
 from .conftest import FAKE_BACKEND_CONFTEST, make_png
 from .conftest import vl_options as options
@@ -64,7 +65,7 @@ def answers_at(backend, spec: ModelSpec, cases: list[Case], batch_size: int) -> 
 
 
 def assert_invariant(model_dir: Path, cases: list[Case], batch_size: int) -> None:
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
     from pytest_vleval.models import Conversation
 
     spec = resolve_model(str(model_dir))

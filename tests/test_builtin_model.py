@@ -126,7 +126,7 @@ SUITE = ROOT / "test_cases"
 
 def _suite_cases(ids: set[str] | None = None) -> list:
     """The bundled cases with these ids, or the first case of every suite file that tiny is expected to pass."""
-    from pytest_vleval.cases import load_case_file
+    from pytest_vleval.cases.casefile import load_case_file
 
     files = [load_case_file(f).cases for f in sorted(SUITE.glob("test_*.yaml"))]
     if ids is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vleval.devices import visible_device_count, worker_device
+from pytest_vleval.backends.devices import visible_device_count, worker_device
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_visible_device_count(visible: str | None, count: int | None) -> None:
 
 
 def test_the_in_process_backend_binds_through_the_environment(monkeypatch) -> None:
-    from pytest_vleval.devices import process_device
+    from pytest_vleval.backends.devices import process_device
 
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")

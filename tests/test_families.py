@@ -20,7 +20,7 @@ import pytest
 import torch.distributed._functional_collectives
 import torch.distributed.tensor  # noqa: F401
 
-from pytest_vleval.families import ADAPTERS, GENERIC, FamilyAdapter, adapter_for_config, box_context
+from pytest_vleval.backends.families import ADAPTERS, GENERIC, FamilyAdapter, adapter_for_config, box_context
 from pytest_vleval.models import ALIASES, Conversation, resolve_model
 from pytest_vleval.scoring import box_iou, parse_box
 
@@ -132,7 +132,7 @@ KNOWN_ANSWERS = {
 }
 
 KNOWN_ANSWERS_CONFTEST = f"""
-from pytest_vleval.hf import TransformersBackend
+from pytest_vleval.backends.hf import TransformersBackend
 
 ANSWERS = {KNOWN_ANSWERS!r}
 
@@ -332,13 +332,13 @@ def test_every_alias_family_has_an_adapter_or_the_generic_path() -> None:
 
 
 def test_remote_code_alias_without_a_hook_says_how_to_load_it() -> None:
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.loader import load_backend
     from pytest_vleval.models import ModelLoadError
 
     from .test_transformers_backend import options
 
     with pytest.raises(ModelLoadError, match="remote-code family: load it with a pytest_vleval_load_model hook"):
-        TransformersBackend(resolve_model("Qwen-VL-Chat"), options())
+        load_backend(resolve_model("Qwen-VL-Chat"), options())
 
 
 # --- precision and quantisation -----------------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_bnb_quantization_without_a_gpu_is_a_usage_error(fake_project: pytest.Py
 def test_bnb_configs_and_precision_labels() -> None:
     import torch
 
-    from pytest_vleval.precision import precision_label, quantization_config
+    from pytest_vleval.backends.precision import precision_label, quantization_config
 
     four = quantization_config("bnb-4bit", torch.bfloat16)
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_compute_dtype == torch.bfloat16

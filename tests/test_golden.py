@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pytest_vleval.golden import GoldenImage, GoldenSet, GoldenSetError, load_golden_set
-from pytest_vleval.metrics import METRICS
+from pytest_vleval.cases.golden import GoldenImage, GoldenSet, GoldenSetError, load_golden_set
+from pytest_vleval.scoring.captions import METRICS
 
 PHOTOS = Path(__file__).resolve().parents[1] / "golden" / "photos"
 

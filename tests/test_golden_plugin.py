@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -80,6 +82,37 @@ def test_golden_scores_reach_the_xdist_controller_summary(fake_project: pytest.P
     result.assert_outcomes(passed=2, skipped=1)
     result.stdout.fnmatch_lines(["*vleval summary*", "golden shapes on fake: Bleu_1 *CIDEr*", "*SPICE not run: *"])
     assert result.stdout.str().count("golden shapes on fake:") == 1
+
+
+def test_an_xdist_record_holds_each_golden_set_once(fake_project: pytest.Pytester) -> None:
+    """Both workers may score the set (each runs some of its metrics); the record keeps one full entry."""
+    pytest.importorskip("xdist")
+    make_set(fake_project, GOOD, "{CIDEr: 0.5, Bleu_1: 0.5, ROUGE_L: 0.3, Bleu_4: 0.1}")
+    result = fake_project.runpytest("golden", "--vl-model=fake", "-n", "2", "--vl-json=run.json")
+    result.assert_outcomes(passed=4)
+    record = json.loads((fake_project.path / "run.json").read_text())
+    (entry,) = record["golden"]
+    assert entry["manifest"] == "golden/shapes/golden.yaml" and entry["thresholds"]["CIDEr"] == 0.5
+    assert set(entry["per_image"]) == {"1", "2", "3"} and entry["prompt"] == "Describe the image."
+    assert entry["images"]["1"]["path"] == "golden/shapes/images/001.png"
+    assert entry["images"]["1"]["references"] == REFERENCES[1]
+    assert set(entry["gated"]) == {"CIDEr", "Bleu_1", "ROUGE_L", "Bleu_4"}
+
+
+def test_the_report_shows_a_golden_set_from_the_record_alone(fake_project: pytest.Pytester) -> None:
+    """The record carries the set's prompt, images and references: a saved record renders them after the
+    manifest is gone (nothing is read back from the manifest when the report is written)."""
+    make_set(fake_project, GOOD, "{CIDEr: 0.5}")
+    fake_project.runpytest("golden", "--vl-model=fake", "--vl-json=run.json").assert_outcomes(passed=1)
+    (fake_project.path / "golden" / "shapes" / "golden.yaml").unlink()
+    (fake_project.path / "golden" / "shapes" / "captions.json").unlink()
+    from pytest_vleval.report.cli import main
+
+    args = ["report", "run.json", "-o", "r.html", "--root", str(fake_project.path), "--no-plots"]
+    with contextlib.chdir(fake_project.path):
+        assert main(args, out=io.StringIO()) == 0
+    page = (fake_project.path / "r.html").read_text()
+    assert "Describe the image." in page and REFERENCES[2][0] in page and "image not found" not in page
 
 
 def test_a_metric_below_threshold_fails_by_name(fake_project: pytest.Pytester) -> None:

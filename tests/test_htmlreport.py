@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from pytest_vleval.cli import main as cli_main
-from pytest_vleval.cli import merge_records
-from pytest_vleval.htmlreport import ReportInputs, json_for_script, render_report, word_diff
-from pytest_vleval.table import build_table, plain_lines, short_names, text_lines
+from pytest_vleval.report.cli import main as cli_main
+from pytest_vleval.report.cli import merge_records
+from pytest_vleval.report.html import ReportInputs, json_for_script, render_report, word_diff
+from pytest_vleval.report.table import build_table, plain_lines, short_names, text_lines
 
 from .test_records import WEAK_BACKEND, make_golden_set, read_record
 
@@ -159,7 +159,7 @@ def test_two_models_end_with_the_comparison_table_and_write_the_report(two_model
 
     text = (two_model_project.path / "out" / "report.html").read_text(encoding="utf-8")
     parser = assert_inert_and_self_contained(text)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
     assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in text
     cards = [a for t, a in parser.tags if t == "article" and "case" in (a.get("class") or "")]
     assert [c["data-suite"] for c in cards] == ["test_cases/test_colour.yaml"] * 4 + ["test_cases/test_shape.yaml"] * 2
@@ -438,8 +438,8 @@ def test_hostile_text_everywhere_stays_text() -> None:
 
 def test_importing_the_report_modules_loads_no_plotting_or_torch() -> None:
     code = (
-        "import sys, pytest_vleval.plugin, pytest_vleval.reporting, pytest_vleval.table, pytest_vleval.cli, "
-        "pytest_vleval.htmlreport\n"
+        "import sys, pytest_vleval.plugin, pytest_vleval.records.outputs, pytest_vleval.report.table, pytest_vleval.report.cli, "
+        "pytest_vleval.report.html, pytest_vleval.report.markdown, pytest_vleval.report.terminal\n"
         "print([m for m in ('matplotlib', 'torch', 'PIL.Image') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from pytest_vleval import memory
-from pytest_vleval.latency import FirstTokenClock, accelerator_info, measure, representative_cases
-from pytest_vleval.models import Conversation, GenerationFailure, resolve_model
-from pytest_vleval.storage import machine_id
+from pytest_vleval.backends.base import complete_backend
+from pytest_vleval.bench import memory
+from pytest_vleval.bench.hooks import accelerator_info
+from pytest_vleval.bench.latency import measure, representative_cases
+from pytest_vleval.models import Conversation, GenerationFailure, ModelSpec, resolve_model
+from pytest_vleval.records.storage import machine_id
 
 from .conftest import make_png, vl_options
 from .test_records import suite_project  # noqa: F401  (fixture)
@@ -106,9 +108,7 @@ def test_latency_limits_gate_a_benchmarked_run(suite_project: pytest.Pytester) -
     suite_project.runpytest(*args, "--vl-save=base").assert_outcomes(passed=2)
     result = suite_project.runpytest(*args, "--vl-compare", "--vl-compare-fail=latency_p50:+1s,memory_peak:+50%")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(
-        ["*latency_p50 * +1s * ok*", "*memory_peak * +50% * ok*", "vleval gate passed*"]
-    )
+    result.stdout.fnmatch_lines(["*latency_p50 * +1s * ok*", "*memory_peak * +50% * ok*", "vleval gate passed*"])
 
 
 @pytest.mark.parametrize(
@@ -147,6 +147,8 @@ def test_representative_cases_round_robin_over_files() -> None:
 
 
 def test_measure_and_first_token_clock() -> None:
+    from pytest_vleval.backends.hf import FirstTokenClock
+
     synced = []
     clock = FirstTokenClock(lambda: synced.append(1))
     clock.put("prompt")
@@ -157,18 +159,21 @@ def test_measure_and_first_token_clock() -> None:
     assert clock.first_token_at is not None and synced == [1]
 
     class Plain:
+        spec = ModelSpec("plain", "plain", "plain", False)
+
         def generate(self, conversations: Any) -> list[Any]:
             return ["an answer"]
 
-    sample = measure(Plain(), Conversation(images=(), question="q"))
+    # A backend with only `generate` is timed end to end (the protocol's default generate_timed).
+    sample = measure(complete_backend(Plain()), Conversation(images=(), question="q"))
     assert sample["answer"] == "an answer" and sample["total_s"] >= 0 and "ttft_s" not in sample
 
-    class Failing:
+    class Failing(Plain):
         def generate(self, conversations: Any) -> list[Any]:
             return [GenerationFailure("HTTP 500")]
 
     with pytest.raises(RuntimeError, match="HTTP 500"):
-        measure(Failing(), Conversation(images=(), question="q"))
+        measure(complete_backend(Failing()), Conversation(images=(), question="q"))
 
 
 def test_rss_peaks_are_per_window_and_nest() -> None:
@@ -283,7 +288,7 @@ def test_gpu_peaks_nvml_and_machine_info_with_mocks(fake_gpu: FakeCuda) -> None:
 
 
 def test_gpu_memory_is_the_headline_on_a_gpu() -> None:
-    from pytest_vleval.records import model_metrics
+    from pytest_vleval.records.aggregates import model_metrics
 
     gpu = {
         "memory": {
@@ -307,7 +312,7 @@ def test_no_gpu_means_no_gpu_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_generate_timed_on_a_real_model(random_qwen3vl: Path, tmp_path: Path) -> None:
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
 
     image = make_png(tmp_path / "red.png", (64, 64), (220, 20, 20))
     backend = TransformersBackend(resolve_model(str(random_qwen3vl)), vl_options())
@@ -320,6 +325,35 @@ def test_generate_timed_on_a_real_model(random_qwen3vl: Path, tmp_path: Path) ->
         assert timed["prepare_s"] < timed["ttft_s"] <= timed["prepare_s"] + timed["generate_s"]
         sample = measure(backend, conversation)
         assert set(sample) >= {"ttft_s", "prepare_s", "generate_s", "output_tokens"}
+    finally:
+        backend.close()
+
+
+def test_generate_timed_answers_as_generate_does_for_a_thinking_family(random_qwen3vl: Path, tmp_path: Path) -> None:
+    """The benchmark path and the test path post-process the answer the same way (a Thinking model's reasoning
+    is dropped by the family's ``postprocess`` in both)."""
+    import dataclasses
+
+    from pytest_vleval.backends.families import FamilyAdapter
+    from pytest_vleval.backends.hf import TransformersBackend
+
+    class Marked(FamilyAdapter):
+        def postprocess(self, answer: str, prompt: str = "") -> str:
+            return "<think>why</think>post:" + super().postprocess(answer, prompt)
+
+    class Stripping(Marked):
+        def postprocess(self, answer: str, prompt: str = "") -> str:
+            return FamilyAdapter.postprocess(self, Marked.postprocess(self, answer, prompt))
+
+    image = make_png(tmp_path / "red.png", (64, 64), (220, 20, 20))
+    backend = TransformersBackend(resolve_model(str(random_qwen3vl)), vl_options())
+    try:
+        fields = {f.name: getattr(backend.family, f.name) for f in dataclasses.fields(backend.family)}
+        backend.family = Stripping(**fields)
+        conversation = Conversation(images=(image,), question="What colour is the shape?", max_new_tokens=4)
+        timed = backend.generate_timed(conversation)["answer"]
+        assert timed == backend.generate([conversation])[0]
+        assert isinstance(timed, str) and timed.startswith("post:") and "<think>" not in timed
     finally:
         backend.close()
 
@@ -360,7 +394,7 @@ def _cuda_available() -> bool:
 
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
 def test_generate_timed_and_memory_on_a_gpu(random_qwen3vl: Path, tmp_path: Path) -> None:
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
 
     image = make_png(tmp_path / "red.png", (64, 64), (220, 20, 20))
     tracker = memory.PeakTracker()
@@ -384,11 +418,7 @@ def test_a_case_the_model_cannot_take_skips_its_benchmark(suite_project: pytest.
         conftest.read_text()
         + """
 
-from pytest_vleval.models import GenerationFailure
-
-
-class UnsupportedConversation(GenerationFailure):
-    pass
+from pytest_vleval.models import UnsupportedConversation
 
 
 class OneImageBackend(FakeBackend):

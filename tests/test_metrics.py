@@ -299,7 +299,7 @@ def test_unknown_metric_lists_valid_ones() -> None:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, pytest_vleval.metrics, pytest_vleval.golden; "
+        "import sys, pytest_vleval.scoring.captions, pytest_vleval.cases.golden; "
         "heavy = [m for m in ('pycocoevalcap', 'torch', 'transformers') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from pytest_vleval.backends.openai import OpenAIBackend
+from pytest_vleval.backends.openai_api import fingerprint, parse_spec
 from pytest_vleval.models import Conversation, GenerationFailure, ModelLoadError, resolve_model
-from pytest_vleval.openai_backend import OpenAIBackend, fingerprint, parse_spec
 
 from .conftest import make_png
 from .conftest import vl_options as options
@@ -259,7 +260,7 @@ def test_help_lists_the_http_options(pytester: pytest.Pytester) -> None:
 
 
 def test_importing_the_backend_does_not_import_torch() -> None:
-    code = "import sys, pytest_vleval.openai_backend; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    code = "import sys, pytest_vleval.backends.openai; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -311,7 +312,7 @@ def test_request_shape_follows_the_prompt_contract(stub: StubServer, tmp_path: P
 
 
 def test_http_urls_pass_through() -> None:
-    from pytest_vleval.openai_backend import chat_messages
+    from pytest_vleval.backends.openai_api import chat_messages
 
     conv = Conversation(images=("https://example.org/cat.png",), question="What?")  # type: ignore[arg-type]
     assert chat_messages(conv)[0]["content"][0] == {
@@ -608,7 +609,7 @@ def recorded_answers(reprec: Any) -> dict[str, list[str] | str]:
     answers: dict[str, list[str] | str] = {}
     for report in reprec.getreports("pytest_runtest_logreport"):
         if report.when == "call":
-            record = dict(report.user_properties)["vleval"]
+            record = dict(report.user_properties)["vleval"]["data"]
             answers[record["case_id"]] = record["error"] or [t["answer"] for t in record["turns"]]
     return answers
 
@@ -741,7 +742,7 @@ def test_transformers_serve_killed_mid_run(
 
 
 def test_event_stream_parsing() -> None:
-    from pytest_vleval.openai_backend import read_event_stream
+    from pytest_vleval.backends.openai_api import read_event_stream
 
     lines = iter(
         [

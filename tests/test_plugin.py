@@ -51,7 +51,7 @@ def test_help_lists_options_without_importing_torch() -> None:
         for flag in ("--vl-model", "--vl-device", "--vl-dtype", "--vl-max-new-tokens", "--vl-trust-remote-code",
                      "--vl-batch-size", "vl_case_files"):
             assert flag in text, flag
-        import pytest_vleval, pytest_vleval.plugin, pytest_vleval.scoring, pytest_vleval.cases
+        import pytest_vleval, pytest_vleval.plugin, pytest_vleval.scoring, pytest_vleval.cases.casefile
         heavy = sorted(m for m in ("torch", "transformers", "torchvision") if m in sys.modules)
         print("HEAVY", heavy)
         """
@@ -159,6 +159,13 @@ BAD_FILES = {
     "bad-regex": (
         "cases:\n  - {id: a, image: images/red.png, question: q, expected: '(red', scorer: regex}\n",
         ["*case 'a': key 'expected':*(red*"],
+    ),
+    "duplicate-key": (
+        "cases:\n  - id: a\n    image: images/red.png\n    question: q\n    expected: x\n    expected: y\n",
+        [
+            "*test_bad.yaml:6: YAML syntax error: found duplicate key 'expected' (first at line 5)*",
+            "*each key may appear once*",
+        ],
     ),
     "no-cases": (
         "defaults: {scorer: exact}\n",
@@ -309,15 +316,11 @@ cases:
     )
     result = fake_project.runpytest("--vl-model=fake", "--vl-batch-size=3")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(
-        ["*error:    model 'fake' failed on turn 1: ValueError: this case breaks the model*"]
-    )
+    result.stdout.fnmatch_lines(["*error:    model 'fake' failed on turn 1: ValueError: this case breaks the model*"])
 
 
 def test_out_of_memory_batches_are_halved(fake_project: pytest.Pytester) -> None:
-    cases = "\n".join(
-        f"  - {{id: c{i}, image: images/red.png, question: 'oom say: x', expected: x}}" for i in range(4)
-    )
+    cases = "\n".join(f"  - {{id: c{i}, image: images/red.png, question: 'oom say: x', expected: x}}" for i in range(4))
     fake_project.makefile(".yaml", test_oom="cases:\n" + cases + "\n")
     result = fake_project.runpytest("--vl-model=fake", "--vl-batch-size=4", "-s")
     result.assert_outcomes(passed=4)
@@ -340,17 +343,23 @@ def test_vl_model_fixture_in_python_tests(fake_project: pytest.Pytester) -> None
         from pathlib import Path
         from pytest_vleval.models import Conversation
 
+        SEEN = {}
+
         def test_direct(vl_model):
             image = Path(__file__).parent / "images" / "red.png"
             assert vl_model.generate([Conversation(images=(image,), question="say: hi")]) == ["hi"]
+            SEEN.setdefault(vl_model.spec.label, vl_model)
 
-        def test_same_object(vl_model, request):
-            assert vl_model.spec.label in ("fake-a", "fake-b")
+        def test_same_object(vl_model):
+            # Loaded once per session and model: the second test gets the very object the first one did.
+            assert SEEN[vl_model.spec.label] is vl_model
         """
     )
     result = fake_project.runpytest("--vl-model=fake-a", "--vl-model=fake-b", "-v")
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*test_direct[[]fake-a[]]*", "*test_direct[[]fake-b[]]*"])
+    result.stdout.fnmatch_lines(
+        ["*test_direct[[]fake-a[]]*", "*test_same_object[[]fake-a[]]*", "*test_direct[[]fake-b[]]*"]
+    )
 
 
 def test_vqa_threshold_unreachable_with_few_answers(fake_project: pytest.Pytester) -> None:
@@ -360,4 +369,6 @@ def test_vqa_threshold_unreachable_with_few_answers(fake_project: pytest.Pyteste
     )
     result = fake_project.runpytest("--vl-model=fake")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*case 'a': key 'threshold': 0.9 cannot be reached with 2 answers (best possible vqa_accuracy 0.333333)*"])
+    result.stdout.fnmatch_lines(
+        ["*case 'a': key 'threshold': 0.9 cannot be reached with 2 answers (best possible vqa_accuracy 0.333333)*"]
+    )

@@ -11,14 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vleval import progress
-from pytest_vleval.cases import Case, load_case_file
+from pytest_vleval.cases.casefile import Case, load_case_file
 from pytest_vleval.models import Conversation, ModelSpec
-from pytest_vleval.predict import BatchPredictor, ModelPool, ModelRun
+from pytest_vleval.predict import progress
+from pytest_vleval.predict.pool import ModelPool
+from pytest_vleval.predict.predictor import BatchPredictor, ModelRun
+from pytest_vleval.records.aggregates import cache_summary, invariance_summary, prediction_summary
+from pytest_vleval.report.terminal import prediction_lines
 
 from .conftest import FAKE_BACKEND_CONFTEST, make_png
 
 SPEC = ModelSpec("fake", "fake", "fake", False)
+
+
+def summary(predictor: BatchPredictor) -> list[str]:
+    """The summary's prediction lines for this predictor alone (the way the recorder builds them)."""
+    snapshot = predictor.snapshot()
+    record = {
+        "models": [
+            {"label": label, "prediction": prediction_summary([run])} for label, run in snapshot["models"].items()
+        ],
+        "run": {
+            "answer_cache": cache_summary([snapshot["cache"]]),
+            "batch_invariance": invariance_summary([snapshot["invariance"]]),
+        },
+    }
+    return prediction_lines(record)
 
 
 class Backend:
@@ -92,7 +110,7 @@ def test_out_of_memory_halves_then_caps_later_batches_and_frees_cuda_memory(
     assert len(emptied) == 1  # once, after the failed batch of 4, before its halves were retried
     run = vl.runs["fake"]
     assert (run.oom_batch, run.batch_cap) == (4, 2)
-    assert any("out of memory at batch size 4" in line for line in vl.summary_lines())
+    assert any("out of memory at batch size 4" in line for line in summary(vl))
 
 
 def test_out_of_memory_on_the_cpu_does_not_touch_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,7 +142,7 @@ def test_invariance_check_fails_cases_that_change_with_the_batch(tmp_path: Path)
         "(--vl-check-batch-invariance)"
     )
     assert results[1].answers == ["UNSTABLE 1"]  # scored on the batch-1 answer
-    lines = vl.summary_lines()
+    lines = summary(vl)
     assert "batch invariance: 1 of 3 cases generated in batches answered differently alone" in lines
     assert "  test_cases.yaml::c1[fake] turn 1: 'UNSTABLE 3' in a batch of 3, 'UNSTABLE 1' alone" in lines
 
@@ -132,9 +150,9 @@ def test_invariance_check_fails_cases_that_change_with_the_batch(tmp_path: Path)
 def test_progress_line_and_redraws() -> None:
     run = ModelRun(total=200, cached=16, generated=32, seconds=4.0)
     assert progress.render("tiny", run, busy=8) == (
-        "tiny [#####...............] 48/200 cases  8.0 cases/s  (16 cached)  generating 8..."
+        "tiny [####................] 48/200 cases  8.00 cases/s  (16 cached)  generating 8..."
     )
-    assert "-- cases/s" in progress.render("tiny", ModelRun(total=3))
+    assert "0/3 cases ? cases/s" in progress.render("tiny", ModelRun(total=3))
     written: list[str] = []
     bar = progress.PredictionProgress(written.append, room=lambda: 60)
     bar.update("tiny", run, busy=8)
@@ -267,3 +285,23 @@ def test_a_dialogue_the_family_cannot_hold_is_skipped_before_its_first_turn(tmp_
     assert skipped.error == "model 'fake' failed on turn 2: Fam does not hold a multi-turn dialogue"
     assert vl.predict(SPEC, single).answers == ["ONE"]
     assert backend.calls == [["one"]]  # 'first' was never generated
+
+
+def test_an_xdist_worker_reads_its_own_queue(fake_project: pytest.Pytester) -> None:
+    """The worker's queue lives in pytest-xdist's internals (``WorkerInteractor.torun``/``nextitem_index``): if
+    they change, batching falls back to collection order; this test says so instead of the run getting slower."""
+    pytest.importorskip("xdist")
+    fake_project.makepyfile(
+        test_queue="""
+        import pytest
+        from pytest_vleval.predict.planning import worker_queue
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_queue(request, n):
+            queue = worker_queue(request.config)
+            assert queue is not None, "pytest-xdist's WorkerInteractor no longer has torun/nextitem_index"
+            upcoming = queue.upcoming()
+            assert upcoming is not None and request.node in upcoming
+        """
+    )
+    fake_project.runpytest("-n", "2").assert_outcomes(passed=4)

@@ -14,15 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_vleval.records import (
-    RecordError,
-    check_record,
-    percentile,
-    relative,
-    summarise,
-    to_jsonable,
-)
-from pytest_vleval.storage import RunStorage, StorageError, autosave_name, check_name, machine_id
+from pytest_vleval.records.aggregates import percentile, summarise
+from pytest_vleval.records.schema import RecordError, check_record, relative, to_jsonable
+from pytest_vleval.records.storage import RunStorage, StorageError, autosave_name, check_name, machine_id
 
 from .conftest import make_png
 
@@ -178,7 +172,7 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     for case in record["cases"]:
         case.pop("seconds")
     for model in record["models"]:
-        for key in ("load", "memory", "benchmark"):
+        for key in ("load", "memory", "benchmark", "prediction"):
             model.pop(key)
         model["eval"] = {k: v for k, v in model["eval"].items() if k not in ("seconds", "case_seconds", "cases_per_s")}
         model["metrics"] = {
@@ -395,8 +389,8 @@ def test_help_lists_the_options_without_importing_torch() -> None:
     assert result.returncode == 0, result.stderr + result.stdout
     assert "HEAVY []" in result.stdout
     code = (
-        "import sys, pytest_vleval.regression, pytest_vleval.records, pytest_vleval.storage, pytest_vleval.gate, "
-        "pytest_vleval.latency, pytest_vleval.memory, pytest_vleval.significance; "
+        "import sys, pytest_vleval.records.recorder, pytest_vleval.records.schema, pytest_vleval.records.storage, pytest_vleval.gate.compare, "
+        "pytest_vleval.bench.latency, pytest_vleval.bench.memory, pytest_vleval.gate.significance; "
         "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_vleval import scenes
-from pytest_vleval.scenes import BACKGROUND, COLOURS, PLURALS, TASKS, make_example
+from pytest_vleval.builtin import scenes
+from pytest_vleval.builtin.scenes import BACKGROUND, COLOURS, PLURALS, TASKS, make_example
 
 SEEDS = st.integers(min_value=0, max_value=2**48)
 SHAPE_TASKS = ("caption", "colour", "shape", "count", "position", "dialogue", "grounding")
@@ -208,6 +208,6 @@ def test_scenes_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, pytest_vleval.scenes; print('torch' in sys.modules)"
+    code = "import sys, pytest_vleval.builtin.scenes; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pytest_vleval import scoring
 from pytest_vleval.scoring import (
     BOX_CONVENTIONS,
     SCORERS,
@@ -238,7 +237,9 @@ def test_normalize_removes_at_most_32_periods():
 
 
 def test_contractions_data_is_the_official_table():
-    table = scoring._vqa_contractions()
+    from pytest_vleval.scoring.vqa import _vqa_contractions
+
+    table = _vqa_contractions()
     assert len(table) == 120
     assert table["dont"] == "don't"
     assert table["yall'll"] == "y'all'll"

@@ -37,7 +37,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def backend(random_qwen3vl: Path):
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
 
     loaded = TransformersBackend(resolve_model(str(random_qwen3vl)), options())
     yield loaded
@@ -75,7 +75,9 @@ def test_batched_answers_equal_single_answers(backend, images: list[Path]) -> No
         Conversation(images=(images[0],), question="What colour is the shape?", max_new_tokens=8),
         Conversation(images=(images[1],), question="Is there a square?", max_new_tokens=5),
         Conversation(images=(images[0], images[1]), question="Which picture has more circles?", max_new_tokens=8),
-        Conversation(images=(images[2],), question="And now?", history=(("What is it?", "a circle"),), max_new_tokens=8),
+        Conversation(
+            images=(images[2],), question="And now?", history=(("What is it?", "a circle"),), max_new_tokens=8
+        ),
         Conversation(images=(images[2], images[0], images[1]), question="Count them all.", max_new_tokens=12),
     ]
     singles = [backend.generate([c])[0] for c in conversations]
@@ -85,7 +87,7 @@ def test_batched_answers_equal_single_answers(backend, images: list[Path]) -> No
 
 
 def test_bfloat16_on_cpu_is_honoured(random_qwen3vl: Path, images: list[Path]) -> None:
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
 
     loaded = TransformersBackend(resolve_model(str(random_qwen3vl)), options(dtype="bfloat16"))
     try:
@@ -101,7 +103,7 @@ def test_bfloat16_on_cpu_is_honoured(random_qwen3vl: Path, images: list[Path]) -
 def test_cuda_request_without_gpu_is_a_clear_error(random_qwen3vl: Path) -> None:
     import torch
 
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
     from pytest_vleval.models import ModelLoadError
 
     if torch.cuda.is_available():
@@ -111,7 +113,7 @@ def test_cuda_request_without_gpu_is_a_clear_error(random_qwen3vl: Path) -> None
 
 
 def test_unreachable_hub_id_is_a_clear_error() -> None:
-    from pytest_vleval.hf import TransformersBackend
+    from pytest_vleval.backends.hf import TransformersBackend
     from pytest_vleval.models import ModelLoadError
 
     with pytest.raises(ModelLoadError, match=r"cannot load model 'no-such-org/no-such-model' from hub id"):
@@ -137,3 +139,25 @@ def test_plugin_runs_a_suite_on_a_local_checkpoint(pytester: pytest.Pytester, ra
             "*model rand-qwen3vl-2 (Qwen3VLForConditionalGeneration, cpu, float32, loaded 1x in*): 3/4 cases passed",
         ]
     )
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 48), (200, 120)])
+def test_the_image_token_count_the_batches_are_sorted_by_matches_a_real_prompt(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """``image_token_count`` calls transformers' private ``_get_num_multimodal_tokens``: if that helper goes away
+    or changes its meaning, this fails instead of the batch order silently degrading."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from pytest_vleval.backends.hf import image_token_count
+    from pytest_vleval.builtin import BUILTIN_MODELS
+
+    processor = AutoProcessor.from_pretrained(BUILTIN_MODELS["tiny"])
+    path = make_png(tmp_path / "image.png", size)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    with Image.open(path) as image:
+        inputs = processor(text=[prompt], images=[image.convert("RGB")], return_tensors="pt")
+    image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert image_token_count(processor, *size) == int((inputs["input_ids"] == image_token).sum())

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_vleval.gate import parse_fail_spec
-from pytest_vleval.records import check_record
-from pytest_vleval.storage import read_json
+from pytest_vleval.gate.rules import parse_fail_spec
+from pytest_vleval.records.schema import check_record
+from pytest_vleval.records.storage import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "vl-regression.yml"
@@ -59,11 +59,12 @@ def test_cpu_job_gates_tiny_against_the_committed_baseline() -> None:
         "--vl-json=vleval-run.json",
         "--benchmark-json=vleval-benchmark.json",
         "--vl-benchmark=3",
+        "--vl-markdown=vleval-summary.md",
     ):
         assert option in run, option
     upload = next(s for s in cpu["steps"] if "upload-artifact" in s.get("uses", ""))
     assert upload["if"] == "always()"
-    assert upload["with"]["path"].split() == ["vleval-run.json", "vleval-benchmark.json"]
+    assert upload["with"]["path"].split() == ["vleval-run.json", "vleval-summary.md", "vleval-benchmark.json"]
 
 
 def test_gpu_job_compares_with_the_previous_runs_record() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_vleval.models import Backend, ModelSpec
+    from pytest_vleval.backends.base import Backend, ModelSpec
     from pytest_vleval.options import VlOptions
 
 

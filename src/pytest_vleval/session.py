@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from pytest_vleval.models import ModelSpec
+from pytest_vleval.backends.base import Backend, ModelSpec
 from pytest_vleval.options import VlOptions
-from pytest_vleval.outcome import CaseResult
-from pytest_vleval.predict import BatchPredictor, ModelPool
+from pytest_vleval.predict.pool import ModelPool
+from pytest_vleval.predict.predictor import BatchPredictor
+from pytest_vleval.records.recorder import Recorder
+from pytest_vleval.scoring.golden import GoldenScorer
+
+__all__ = ["SESSION_KEY", "VlSession", "build_session", "get_session"]
 
 
 @dataclass
 class VlSession:
     options: VlOptions
     models: list[ModelSpec]
-    pool: ModelPool
-    predictor: BatchPredictor
-    results: list[CaseResult] = field(default_factory=list)
-    # Golden caption sets: one dict per (set, model), see captioning.GoldenResult.to_dict().
-    golden_results: list[dict[str, Any]] = field(default_factory=list)
-    # Shared by every golden set of the session (one METEOR start-up), closed at session end.
-    caption_evaluator: Any = None
-    # (manifest path, model label) -> captioning.GoldenResult, so each set is scored once per model.
-    golden_scored: dict[tuple[str, str], Any] = field(default_factory=dict)
-    # Saved runs, the regression gate and latency items (regression.RunState), set in pytest_configure.
-    run: Any = None
+    pool: ModelPool  # one model resident at a time, each loaded once per process
+    predictor: BatchPredictor  # answers (cached or generated in batches) for the case and golden items
+    recorder: Recorder  # every result arrives here; it builds the run record
+    golden: GoldenScorer  # each golden set scored once per (set, model), one METEOR process for all
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
@@ -35,3 +33,60 @@ SESSION_KEY = pytest.StashKey[VlSession]()
 
 def get_session(config: pytest.Config) -> VlSession:
     return config.stash[SESSION_KEY]
+
+
+def _batch_size(options: VlOptions) -> Callable[[Backend], int]:
+    def batch_size(backend: Backend) -> int:
+        if options.batch_size is not None:
+            return options.batch_size
+        if backend.preferred_batch_size:  # e.g. an HTTP backend's concurrency
+            return backend.preferred_batch_size
+        return 8 if str(backend.info.get("device", "cpu")).startswith("cpu") else 16
+
+    return batch_size
+
+
+def build_session(config: pytest.Config) -> VlSession:
+    """Parse the options, resolve the models and build the session's pool, predictor and recorder; register
+    the recorder (and the latency items) as plugins. Bad options raise :class:`pytest.UsageError`."""
+    from pytest_vleval.backends.registry import resolve_models
+    from pytest_vleval.cases.golden_items import GOLDEN_MARKER
+    from pytest_vleval.cases.items import MARKER
+    from pytest_vleval.options.parse import parse_options
+    from pytest_vleval.predict.predictor import make_predictor
+
+    config.addinivalue_line("markers", f"{MARKER}: a pytest-vleval case (added to every YAML case)")
+    config.addinivalue_line("markers", f"{GOLDEN_MARKER}: a gated metric of a golden caption set")
+    config.addinivalue_line("markers", "vleval_benchmark: a latency benchmark item of a case (--vl-benchmark)")
+    options = parse_options(config)
+    helping = bool(config.getoption("help", False))
+    if options.quantization != "none" and not helping:
+        from pytest_vleval.backends.precision import check_quantization
+
+        check_quantization(options.quantization, options.device)  # a UsageError without a CUDA GPU
+    try:
+        models = resolve_models(options.models, rootdir=Path(config.rootpath))
+    except ValueError as exc:  # a malformed openai:// spec
+        raise pytest.UsageError(f"--vl-model: {exc}") from None
+
+    def load(spec: ModelSpec) -> object:
+        backend = config.hook.pytest_vleval_load_model(config=config, spec=spec, options=options)
+        if backend is None:
+            raise RuntimeError(f"no pytest_vleval_load_model implementation loaded {spec.requested!r}")
+        return backend
+
+    pool = ModelPool(load)
+    predictor = make_predictor(config, options, pool, _batch_size(options))
+    recorder = Recorder(config, options, models, pool, predictor)
+    if not hasattr(config, "workerinput") and not helping:
+        recorder.load_baseline()  # at configure time, so a bad reference fails before the run
+    config.pluginmanager.register(recorder, Recorder.PLUGIN_NAME)
+    if options.bench.items:
+        from pytest_vleval.bench.latency import LatencyItems
+
+        config.pluginmanager.register(LatencyItems(options.bench.items), "vleval-latency")
+    if config.pluginmanager.has_plugin("benchmark"):
+        from pytest_vleval.bench.hooks import BenchmarkHooks
+
+        config.pluginmanager.register(BenchmarkHooks(config), "vleval-benchmark-hooks")
+    return VlSession(options, models, pool, predictor, recorder, GoldenScorer())

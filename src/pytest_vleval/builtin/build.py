@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_vleval.builtin.chat_template import QWEN3_VL_CHAT_TEMPLATE
+
 if TYPE_CHECKING:
     from transformers import Qwen2Tokenizer, Qwen3VLProcessor
 
@@ -61,133 +63,6 @@ PLAIN_ADDED_TOKENS: tuple[str, ...] = (
 _PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-# The chat template of Qwen/Qwen3-VL-*-Instruct (chat_template.json on the Hub, Apache-2.0), verbatim.
-QWEN3_VL_CHAT_TEMPLATE = (
-    "{%- if tools %}\n"
-    "    {{- '<|im_start|>system\\n' }}\n"
-    "    {%- if messages[0].role == 'system' %}\n"
-    "        {%- if messages[0].content is string %}\n"
-    "            {{- messages[0].content }}\n"
-    "        {%- else %}\n"
-    "            {%- for content in messages[0].content %}\n"
-    "                {%- if 'text' in content %}\n"
-    "                    {{- content.text }}\n"
-    "                {%- endif %}\n"
-    "            {%- endfor %}\n"
-    "        {%- endif %}\n"
-    "        {{- '\\n\\n' }}\n"
-    "    {%- endif %}\n"
-    '    {{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n'
-    'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}\n'
-    "    {%- for tool in tools %}\n"
-    '        {{- "\\n" }}\n'
-    "        {{- tool | tojson }}\n"
-    "    {%- endfor %}\n"
-    '    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments '
-    'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": '
-    '<args-json-object>}\\n</tool_call><|im_end|>\\n" }}\n'
-    "{%- else %}\n"
-    "    {%- if messages[0].role == 'system' %}\n"
-    "        {{- '<|im_start|>system\\n' }}\n"
-    "        {%- if messages[0].content is string %}\n"
-    "            {{- messages[0].content }}\n"
-    "        {%- else %}\n"
-    "            {%- for content in messages[0].content %}\n"
-    "                {%- if 'text' in content %}\n"
-    "                    {{- content.text }}\n"
-    "                {%- endif %}\n"
-    "            {%- endfor %}\n"
-    "        {%- endif %}\n"
-    "        {{- '<|im_end|>\\n' }}\n"
-    "    {%- endif %}\n"
-    "{%- endif %}\n"
-    "{%- set image_count = namespace(value=0) %}\n"
-    "{%- set video_count = namespace(value=0) %}\n"
-    "{%- for message in messages %}\n"
-    '    {%- if message.role == "user" %}\n'
-    "        {{- '<|im_start|>' + message.role + '\\n' }}\n"
-    "        {%- if message.content is string %}\n"
-    "            {{- message.content }}\n"
-    "        {%- else %}\n"
-    "            {%- for content in message.content %}\n"
-    "                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}\n"
-    "                    {%- set image_count.value = image_count.value + 1 %}\n"
-    "                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}\n"
-    "                    <|vision_start|><|image_pad|><|vision_end|>\n"
-    "                {%- elif content.type == 'video' or 'video' in content %}\n"
-    "                    {%- set video_count.value = video_count.value + 1 %}\n"
-    "                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}\n"
-    "                    <|vision_start|><|video_pad|><|vision_end|>\n"
-    "                {%- elif 'text' in content %}\n"
-    "                    {{- content.text }}\n"
-    "                {%- endif %}\n"
-    "            {%- endfor %}\n"
-    "        {%- endif %}\n"
-    "        {{- '<|im_end|>\\n' }}\n"
-    '    {%- elif message.role == "assistant" %}\n'
-    "        {{- '<|im_start|>' + message.role + '\\n' }}\n"
-    "        {%- if message.content is string %}\n"
-    "            {{- message.content }}\n"
-    "        {%- else %}\n"
-    "            {%- for content_item in message.content %}\n"
-    "                {%- if 'text' in content_item %}\n"
-    "                    {{- content_item.text }}\n"
-    "                {%- endif %}\n"
-    "            {%- endfor %}\n"
-    "        {%- endif %}\n"
-    "        {%- if message.tool_calls %}\n"
-    "            {%- for tool_call in message.tool_calls %}\n"
-    "                {%- if (loop.first and message.content) or (not loop.first) %}\n"
-    "                    {{- '\\n' }}\n"
-    "                {%- endif %}\n"
-    "                {%- if tool_call.function %}\n"
-    "                    {%- set tool_call = tool_call.function %}\n"
-    "                {%- endif %}\n"
-    '                {{- \'<tool_call>\\n{"name": "\' }}\n'
-    "                {{- tool_call.name }}\n"
-    '                {{- \'", "arguments": \' }}\n'
-    "                {%- if tool_call.arguments is string %}\n"
-    "                    {{- tool_call.arguments }}\n"
-    "                {%- else %}\n"
-    "                    {{- tool_call.arguments | tojson }}\n"
-    "                {%- endif %}\n"
-    "                {{- '}\\n</tool_call>' }}\n"
-    "            {%- endfor %}\n"
-    "        {%- endif %}\n"
-    "        {{- '<|im_end|>\\n' }}\n"
-    '    {%- elif message.role == "tool" %}\n'
-    '        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}\n'
-    "            {{- '<|im_start|>user' }}\n"
-    "        {%- endif %}\n"
-    "        {{- '\\n<tool_response>\\n' }}\n"
-    "        {%- if message.content is string %}\n"
-    "            {{- message.content }}\n"
-    "        {%- else %}\n"
-    "            {%- for content in message.content %}\n"
-    "                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}\n"
-    "                    {%- set image_count.value = image_count.value + 1 %}\n"
-    "                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}\n"
-    "                    <|vision_start|><|image_pad|><|vision_end|>\n"
-    "                {%- elif content.type == 'video' or 'video' in content %}\n"
-    "                    {%- set video_count.value = video_count.value + 1 %}\n"
-    "                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}\n"
-    "                    <|vision_start|><|video_pad|><|vision_end|>\n"
-    "                {%- elif 'text' in content %}\n"
-    "                    {{- content.text }}\n"
-    "                {%- endif %}\n"
-    "            {%- endfor %}\n"
-    "        {%- endif %}\n"
-    "        {{- '\\n</tool_response>' }}\n"
-    '        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}\n'
-    "            {{- '<|im_end|>\\n' }}\n"
-    "        {%- endif %}\n"
-    "    {%- endif %}\n"
-    "{%- endfor %}\n"
-    "{%- if add_generation_prompt %}\n"
-    "    {{- '<|im_start|>assistant\\n' }}\n"
-    "{%- endif %}\n"
 )
 
 
@@ -294,9 +169,7 @@ def build_processor(
         "image_std": [0.5, 0.5, 0.5],
     }
     image_processor = Qwen2VLImageProcessor(size={"shortest_edge": pixels, "longest_edge": pixels}, **common)
-    video_processor = Qwen3VLVideoProcessor(
-        size={"shortest_edge": pixels, "longest_edge": pixels * 8}, **common
-    )
+    video_processor = Qwen3VLVideoProcessor(size={"shortest_edge": pixels, "longest_edge": pixels * 8}, **common)
     processor = Qwen3VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -307,6 +180,18 @@ def build_processor(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         processor.save_pretrained(str(out_dir))
     return processor
+
+
+def _rope(head_dim: int, rope_theta: float) -> dict[str, Any]:
+    """Interleaved M-RoPE: the rotary frequencies split over (t, h, w) like Qwen3-VL's [24, 20, 20] of 64."""
+    half = head_dim // 2
+    hw = (half * 20) // 64
+    return {
+        "rope_type": "default",
+        "rope_theta": rope_theta,
+        "mrope_section": [half - 2 * hw, hw, hw],
+        "mrope_interleaved": True,
+    }
 
 
 def qwen3vl_config(
@@ -334,12 +219,6 @@ def qwen3vl_config(
     from transformers import Qwen3VLConfig
 
     head_dim = text_hidden // text_heads
-    half = head_dim // 2
-    # Interleaved M-RoPE: split the rotary frequencies over (t, h, w) like Qwen3-VL's [24, 20, 20] of 64.
-    hw = (half * 20) // 64
-    mrope_section = [half - 2 * hw, hw, hw]
-    grid_side = max(image_size // patch_size, 2)
-    deepstack = [i for i in (vision_depth // 2 - 1, vision_depth - 1) if i >= 0]
     ids = tokenizer.convert_tokens_to_ids
     text_config = {
         "vocab_size": len(tokenizer),
@@ -350,17 +229,13 @@ def qwen3vl_config(
         "num_key_value_heads": text_kv_heads,
         "head_dim": head_dim,
         "max_position_embeddings": max_position_embeddings,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": rope_theta,
-            "mrope_section": mrope_section,
-            "mrope_interleaved": True,
-        },
+        "rope_parameters": _rope(head_dim, rope_theta),
         "pad_token_id": ids("<|endoftext|>"),
         "bos_token_id": None,
         "eos_token_id": ids("<|im_end|>"),
         "tie_word_embeddings": tie_word_embeddings,
     }
+    grid_side = max(image_size // patch_size, 2)
     vision_config = {
         "depth": vision_depth,
         "hidden_size": vision_hidden,
@@ -371,7 +246,7 @@ def qwen3vl_config(
         "temporal_patch_size": temporal_patch_size,
         "out_hidden_size": text_hidden,
         "num_position_embeddings": (2 * grid_side) ** 2,
-        "deepstack_visual_indexes": deepstack,
+        "deepstack_visual_indexes": [i for i in (vision_depth // 2 - 1, vision_depth - 1) if i >= 0],
     }
     text_overrides = {k[5:]: overrides.pop(k) for k in list(overrides) if k.startswith("text_")}
     vision_overrides = {k[7:]: overrides.pop(k) for k in list(overrides) if k.startswith("vision_")}
@@ -429,9 +304,7 @@ def build_random_qwen3vl(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    processor = build_processor(
-        out, image_size=image_size, patch_size=patch_size, corpus=corpus, vocab_size=vocab_size
-    )
+    processor = build_processor(out, image_size=image_size, patch_size=patch_size, corpus=corpus, vocab_size=vocab_size)
     config = qwen3vl_config(
         processor.tokenizer,
         text_hidden=text_hidden,

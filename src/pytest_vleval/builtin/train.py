@@ -5,7 +5,7 @@
 
 reproduces the shipped weights (the time it took is in each checkpoint's training.json and the README):
 `tiny` after `--steps`, and `tiny-v0` (the "regressed version") as the same run's snapshot after `--v0-steps`.
-Training examples come from `pytest_vleval.scenes` with seeds below `HELD_OUT_SEED_BASE`; the evaluation at the
+Training examples come from `pytest_vleval.builtin.scenes` with seeds below `HELD_OUT_SEED_BASE`; the evaluation at the
 end and the bundled suite use seeds above it.
 
 The prompts are exactly the plugin's (docs/CONTRACTS.md): images first, then the question, in the first
@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import random
 import re
 import shutil
 import sys
@@ -36,24 +35,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vleval import scenes
-from pytest_vleval.scenes import HELD_OUT_SEED_BASE, TASKS, Example, make_example
+from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, TASKS, Example, make_example
+from pytest_vleval.builtin.train_data import (
+    TASK_WEIGHTS,
+    Batches,
+    aux_heads,
+    aux_loss,
+    check_training_text,
+    corpus,
+    messages_for,
+)
 
 __all__ = ["MODEL_CONFIG", "TASK_WEIGHTS", "evaluate", "generate_answers", "messages_for", "score", "train"]
 
-# How often each task is drawn: harder tasks (long or numeric answers) more often.
-TASK_WEIGHTS: dict[str, float] = {
-    "caption": 1.0,
-    "colour": 1.0,
-    "shape": 1.5,
-    "count": 2.0,
-    "position": 0.8,
-    "ocr": 1.2,
-    "chart": 1.5,
-    "multi_image": 1.0,
-    "dialogue": 1.0,
-    "grounding": 2.0,
-}
 # Default architecture of the shipped `tiny` (see `build.qwen3vl_config` for the meaning of each key).
 MODEL_CONFIG: dict[str, Any] = {
     "text_hidden": 128,
@@ -68,214 +62,6 @@ MODEL_CONFIG: dict[str, Any] = {
 }
 MAX_NEW_TOKENS = {"grounding": 48, "caption": 24}
 DEFAULT_MAX_NEW_TOKENS = 12
-_TRAIN_SEED_STRIDE = 1_000_000_000  # training seed S draws example seeds S*stride + i, all below the held-out base
-
-
-def messages_for(n_images: int, history: Sequence[tuple[str, str]], question: str) -> list[dict]:
-    """The contract's messages: images then text in the first user turn; `history` is earlier (q, a)."""
-    messages: list[dict] = []
-    for i, (q, a) in enumerate((*history, (question, None))):
-        content = [{"type": "image"} for _ in range(n_images)] if i == 0 else []
-        content.append({"type": "text", "text": q})
-        messages.append({"role": "user", "content": content})
-        if a is not None:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
-    return messages
-
-
-def training_text(example: Example) -> str:
-    """The chat-template rendering of the whole dialogue with its answers (checked against the template)."""
-    vision = "<|vision_start|><|image_pad|><|vision_end|>" * len(example.scenes)
-    parts = []
-    for i, (q, a) in enumerate(example.turns):
-        parts.append(f"<|im_start|>user\n{vision if i == 0 else ''}{q}<|im_end|>\n")
-        parts.append(f"<|im_start|>assistant\n{a}<|im_end|>\n")
-    return "".join(parts)
-
-
-def corpus(n_per_task: int = 400, seed: int = 0) -> list[str]:
-    """Texts the tokenizer is trained on: the tasks' questions and answers plus role names."""
-    from pytest_vleval.builtin.build import default_corpus
-
-    texts = ["user", "assistant", "system", *default_corpus()]
-    for task in TASKS:
-        for i in range(n_per_task):
-            example = make_example(task, seed * _TRAIN_SEED_STRIDE + 10**8 + i)
-            for q, a in example.turns:
-                texts += [q, a]
-    return texts
-
-
-def answer_labels(input_ids: Any, tokenizer: Any) -> Any:
-    """-100 everywhere except the assistant answers and the `<|im_end|>` that closes each of them."""
-    import torch
-
-    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    header = tokenizer.encode("assistant\n", add_special_tokens=False)
-    labels = torch.full_like(input_ids, -100)
-    for row, ids in enumerate(input_ids.tolist()):
-        i = 0
-        while i < len(ids):
-            if ids[i] == im_start and ids[i + 1 : i + 1 + len(header)] == header:
-                start = i + 1 + len(header)
-                end = ids.index(im_end, start)
-                labels[row, start : end + 1] = input_ids[row, start : end + 1]
-                i = end
-            i += 1
-    return labels
-
-
-class Batches:
-    """An endless, seeded stream of training batches (the same seed gives the same batches)."""
-
-    def __init__(self, processor: Any, batch_size: int, seed: int, size: int, micro: int = 1) -> None:
-        self.processor = processor
-        self.micro = micro
-        ip = processor.image_processor
-        self.window = ip.patch_size * ip.merge_size
-        self.batch_size = batch_size
-        self.size = size
-        self.rng = random.Random(seed)
-        self.next_seed = {task: seed * _TRAIN_SEED_STRIDE + i * 10**7 for i, task in enumerate(TASKS)}
-        self.tasks = list(TASK_WEIGHTS)
-        self.weights = [TASK_WEIGHTS[t] for t in self.tasks]
-
-    def examples(self) -> list[Example]:
-        out = []
-        for task in self.rng.choices(self.tasks, self.weights, k=self.batch_size):
-            out.append(make_example(task, self.next_seed[task], self.size))
-            self.next_seed[task] += 1
-        return out
-
-    def __next__(self) -> list[tuple[dict[str, Any], list[str]]]:
-        """The next batch, as `micro` length-sorted micro-batches (less padding) with their tasks."""
-        examples = sorted(self.examples(), key=lambda e: len(training_text(e)) + 40 * len(e.scenes))
-        self.processor.tokenizer.padding_side = "right"
-        out = []
-        per = math.ceil(len(examples) / self.micro)
-        for start in range(0, len(examples), per):
-            chunk = examples[start : start + per]
-            inputs = self.processor(
-                text=[training_text(e) for e in chunk],
-                images=[im for e in chunk for im in e.images],
-                return_tensors="pt",
-                padding=True,
-            )
-            inputs["labels"] = answer_labels(inputs["input_ids"], self.processor.tokenizer)
-            inputs["aux"] = aux_targets(chunk, self.window)
-            out.append((dict(inputs), [e.task for e in chunk]))
-        return out
-
-
-AUX_KINDS = (*scenes.SHAPES, "bar")
-AUX_COLOURS = tuple(scenes.COLOURS)
-AUX_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-def aux_targets(examples: Sequence[Example], window: int) -> dict[str, Any]:
-    """Dense targets for the vision merger's output tokens (one per `window`-pixel square, raster order).
-
-    Per token: the colour and kind of the object covering most of it (0 = none), whether an object's
-    centre lies in it, that object's box as fractions of the image, and for text the characters centred
-    in its left and right halves. They train auxiliary heads that are thrown away (the saved model is a
-    plain Qwen3-VL) and teach the vision tower early what the language model will need to read.
-    """
-    import torch
-
-    obj, centre, centre_obj, box, chars, char_mask = [], [], [], [], [], []
-    for example in examples:
-        for scene in example.scenes:
-            width, height = scene.image.size
-            cols, rows = width // window, height // window
-            o = torch.zeros(rows, cols, dtype=torch.long)
-            area = torch.zeros(rows, cols)
-            ctr = torch.zeros(rows, cols)
-            cobj = torch.zeros(rows, cols, dtype=torch.long)
-            b = torch.zeros(rows, cols, 4)
-            c = torch.zeros(rows, cols, 2, dtype=torch.long)
-            items = [(s.colour, s.kind, s.box) for s in scene.shapes] + [(r.colour, "bar", r.box) for r in scene.bars]
-            for colour, kind, (x1, y1, x2, y2) in items:
-                label = 1 + AUX_COLOURS.index(colour) * len(AUX_KINDS) + AUX_KINDS.index(kind)
-                target = torch.tensor([x1 / width, y1 / height, x2 / width, y2 / height])
-                for r in range(int(y1 // window), min(rows, math.ceil(y2 / window))):
-                    for k in range(int(x1 // window), min(cols, math.ceil(x2 / window))):
-                        overlap = (min(x2, (k + 1) * window) - max(x1, k * window)) * (
-                            min(y2, (r + 1) * window) - max(y1, r * window)
-                        )
-                        if overlap > area[r, k]:
-                            area[r, k], o[r, k], b[r, k] = overlap, label, target
-                cell = min(int((y1 + y2) / 2 // window), rows - 1), min(int((x1 + x2) / 2 // window), cols - 1)
-                ctr[cell] = 1
-                cobj[cell] = label
-            for ch, cx, _ in scene.chars:
-                if ch.lower() in AUX_CHARS:
-                    k = min(int(cx // window), cols - 1)
-                    c[:, k, int((cx % window) >= window / 2)] = 1 + AUX_CHARS.index(ch.lower())
-            obj.append(o.flatten())
-            centre.append(ctr.flatten())
-            centre_obj.append(cobj.flatten())
-            box.append(b.view(-1, 4))
-            chars.append(c.view(-1, 2))
-            char_mask.append(torch.full((rows * cols,), bool(scene.chars)))
-    return {
-        "obj": torch.cat(obj),
-        "centre": torch.cat(centre),
-        "centre_obj": torch.cat(centre_obj),
-        "box": torch.cat(box),
-        "box_mask": torch.cat(obj) > 0,
-        "chars": torch.cat(chars),
-        "char_mask": torch.cat(char_mask),
-    }
-
-
-def _aux_heads(hidden: int) -> Any:
-    import torch
-
-    return torch.nn.ModuleDict(
-        {
-            "obj": torch.nn.Linear(hidden, 1 + len(AUX_COLOURS) * len(AUX_KINDS)),
-            "centre": torch.nn.Linear(hidden, 1),
-            # Trained only with `centre_obj_aux`; always built because building it draws from the RNG
-            # stream the shipped weights were trained with (dropping it changes every later draw).
-            "centre_obj": torch.nn.Linear(hidden, 1 + len(AUX_COLOURS) * len(AUX_KINDS)),
-            "box": torch.nn.Linear(hidden, 4),
-            "chars": torch.nn.Linear(hidden, 2 * (1 + len(AUX_CHARS))),
-        }
-    )
-
-
-def aux_loss(heads: Any, tokens: Any, targets: dict[str, Any], *, centre_obj: bool = False) -> Any:
-    import torch
-    import torch.nn.functional as F
-
-    loss = F.cross_entropy(heads["obj"](tokens), targets["obj"])
-    loss = loss + F.binary_cross_entropy_with_logits(heads["centre"](tokens).squeeze(-1), targets["centre"])
-    if centre_obj:  # off by default: it made a 6-layer run worse on 8 of 10 tasks (README, built-in model)
-        loss = loss + F.cross_entropy(heads["centre_obj"](tokens), targets["centre_obj"])
-    if targets["box_mask"].any():
-        pred = torch.sigmoid(heads["box"](tokens[targets["box_mask"]]))
-        loss = loss + 5 * F.l1_loss(pred, targets["box"][targets["box_mask"]])
-    if targets["char_mask"].any():
-        logits = heads["chars"](tokens[targets["char_mask"]]).view(-1, 1 + len(AUX_CHARS))
-        loss = loss + F.cross_entropy(logits, targets["chars"][targets["char_mask"]].view(-1))
-    return loss
-
-
-def _check_training_text(processor: Any, example: Example) -> None:
-    """`training_text` must be the chat template's rendering, prompt for prompt."""
-    (q1, a1), (q2, a2) = example.turns
-    full = processor.apply_chat_template(
-        [
-            *messages_for(1, [(q1, a1), (q2, a2)][:1], q2),
-            {"role": "assistant", "content": [{"type": "text", "text": a2}]},
-        ],
-        tokenize=False,
-    )
-    prompt = processor.apply_chat_template(messages_for(1, [], q1), add_generation_prompt=True, tokenize=False)
-    text = training_text(example)
-    if full != text or not text.startswith(prompt):
-        raise RuntimeError(f"training text differs from the chat template:\n{full!r}\n{text!r}")
 
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -386,30 +172,14 @@ def train(
     model_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import torch
-    from transformers import Qwen3VLForConditionalGeneration
-
-    from pytest_vleval.builtin.build import build_processor, build_tokenizer, qwen3vl_config
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     cfg = {**MODEL_CONFIG, **(model_config or {})}
     size = cfg["image_size"]
-    tokenizer = build_tokenizer(corpus(seed=seed), vocab_size=vocab_size)
-    processor = build_processor(image_size=size, patch_size=cfg["patch_size"], tokenizer=tokenizer)
-    config = qwen3vl_config(tokenizer, **cfg)
-    model = Qwen3VLForConditionalGeneration(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}, config {cfg}", flush=True)
-
-    _check_training_text(processor, make_example("dialogue", 0, size))
-
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.98),
-    )
+    model, processor = _new_model(cfg, seed, vocab_size)
+    check_training_text(processor, make_example("dialogue", 0, size))
+    optimizer = _optimizer(model, lr, weight_decay)
     batches = Batches(processor, batch_size, seed, size, micro)
     log: dict[str, Any] = {
         "command": "python -m pytest_vleval.builtin.train " + " ".join(sys.argv[1:]),
@@ -418,72 +188,120 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "model_config": cfg,
-        "parameters": n_params,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "task_weights": TASK_WEIGHTS,
         "torch_threads": threads,
     }
     start = time.time()
-    running = aux_running = None
-    task_loss: dict[str, float] = {}
-    merged: list[Any] = []
-    heads = _aux_heads(cfg["text_hidden"])
-    if aux_weight:
-        optimizer.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0})
-    hook = model.model.visual.merger.register_forward_hook(lambda _m, _i, out: merged.append(out))
+    stepper = _Stepper(model, optimizer, aux_heads(cfg["text_hidden"]), aux_weight, centre_obj_aux)
     model.train()
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
-        micro_batches = next(batches)
+        stepper.step(next(batches))
+        if (step + 1) % log_every == 0 or step == 0:
+            print(f"step {step + 1}/{steps} {stepper.progress(time.time() - start)}", flush=True)
+        if v0_out is not None and v0_steps == step + 1:
+            v0_log = {**log, "snapshot_of_step": step + 1, "train_seconds": round(time.time() - start, 1)}
+            _finish(model, processor, v0_out, v0_log, eval_per_task, size, "v0 accuracy")
+            model.train()
+    log["train_seconds"] = round(time.time() - start, 1)
+    stepper.hook.remove()
+    _finish(model, processor, out, log, eval_per_task, size, "accuracy")
+    print(f"saved {out} after {log['train_seconds']:.0f}s of training", flush=True)
+    return log
+
+
+def _new_model(cfg: dict[str, Any], seed: int, vocab_size: int) -> tuple[Any, Any]:
+    """A random-weight Qwen3-VL with a tokenizer trained on the tasks' texts (torch's RNG seeded by the caller)."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from pytest_vleval.builtin.build import build_processor, build_tokenizer, qwen3vl_config
+
+    tokenizer = build_tokenizer(corpus(seed=seed), vocab_size=vocab_size)
+    processor = build_processor(image_size=cfg["image_size"], patch_size=cfg["patch_size"], tokenizer=tokenizer)
+    model = Qwen3VLForConditionalGeneration(qwen3vl_config(tokenizer, **cfg))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}, config {cfg}", flush=True)
+    return model, processor
+
+
+def _optimizer(model: Any, lr: float, weight_decay: float) -> Any:
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+
+
+class _Stepper:
+    """One optimizer step over a batch's micro-batches: the answer-token loss plus the auxiliary heads' loss on
+    the vision merger's output (caught by a forward hook), with running averages for the log."""
+
+    def __init__(self, model: Any, optimizer: Any, heads: Any, aux_weight: float, centre_obj: bool) -> None:
+        self.model, self.optimizer, self.heads = model, optimizer, heads
+        self.aux_weight, self.centre_obj = aux_weight, centre_obj
+        self.running: float | None = None
+        self.aux_running: float | None = None
+        self.task_loss: dict[str, float] = {}
+        self.merged: list[Any] = []
+        if aux_weight:
+            optimizer.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0})
+        self.hook = model.model.visual.merger.register_forward_hook(lambda _m, _i, out: self.merged.append(out))
+
+    def step(self, micro_batches: list[tuple[dict[str, Any], list[str]]]) -> None:
+        import torch
+
         n_tokens = sum(int((b["labels"] != -100).sum()) for b, _ in micro_batches)
         total = 0.0
         for batch, tasks in micro_batches:
-            labels = batch.pop("labels")[:, 1:]
-            targets = batch.pop("aux")
-            merged.clear()
-            logits = model(**batch).logits[:, :-1]
-            token_loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
-            ).view(labels.shape)
-            mask = labels != -100
-            loss = token_loss.sum() / n_tokens
-            if aux_weight:
-                aux = aux_loss(heads, merged[0], targets, centre_obj=centre_obj_aux)
-                loss = loss + aux_weight * aux / len(micro_batches)
-                aux_running = aux.item() if aux_running is None else 0.98 * aux_running + 0.02 * aux.item()
-            loss.backward()
-            total += loss.item()
-            with torch.no_grad():
-                per_example = (token_loss.sum(1) / mask.sum(1).clamp(min=1)).tolist()
-            for task, value in zip(tasks, per_example, strict=True):
-                task_loss[task] = 0.95 * task_loss.get(task, value) + 0.05 * value
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        running = total if running is None else 0.98 * running + 0.02 * total
-        if (step + 1) % log_every == 0 or step == 0:
-            per_task = " ".join(f"{t}={v:.2f}" for t, v in task_loss.items())
-            print(
-                f"step {step + 1}/{steps} loss {running:.4f} aux {aux_running or 0:.3f} "
-                f"{time.time() - start:.0f}s [{per_task}]",
-                flush=True,
-            )
-        if v0_out is not None and v0_steps == step + 1:
-            v0_log = {**log, "snapshot_of_step": step + 1, "train_seconds": round(time.time() - start, 1)}
-            if eval_per_task:
-                v0_log["heldout_accuracy"] = evaluate(model, processor, eval_per_task, size=size)
-                print(f"v0 accuracy: {json.dumps(v0_log['heldout_accuracy'])}", flush=True)
-                model.train()
-            _save(model, processor, v0_out, v0_log)
-    log["train_seconds"] = round(time.time() - start, 1)
-    hook.remove()
+            total += self._micro_batch(batch, tasks, n_tokens, len(micro_batches))
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.running = total if self.running is None else 0.98 * self.running + 0.02 * total
+
+    def _micro_batch(self, batch: dict[str, Any], tasks: list[str], n_tokens: int, n_micro: int) -> float:
+        import torch
+
+        labels = batch.pop("labels")[:, 1:]
+        targets = batch.pop("aux")
+        self.merged.clear()
+        logits = self.model(**batch).logits[:, :-1]
+        token_loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
+        ).view(labels.shape)
+        mask = labels != -100
+        loss = token_loss.sum() / n_tokens
+        if self.aux_weight:
+            aux = aux_loss(self.heads, self.merged[0], targets, centre_obj=self.centre_obj)
+            loss = loss + self.aux_weight * aux / n_micro
+            self.aux_running = aux.item() if self.aux_running is None else 0.98 * self.aux_running + 0.02 * aux.item()
+        loss.backward()
+        with torch.no_grad():
+            per_example = (token_loss.sum(1) / mask.sum(1).clamp(min=1)).tolist()
+        for task, value in zip(tasks, per_example, strict=True):
+            self.task_loss[task] = 0.95 * self.task_loss.get(task, value) + 0.05 * value
+        return float(loss.item())
+
+    def progress(self, seconds: float) -> str:
+        per_task = " ".join(f"{t}={v:.2f}" for t, v in self.task_loss.items())
+        return f"loss {self.running:.4f} aux {self.aux_running or 0:.3f} {seconds:.0f}s [{per_task}]"
+
+
+def _finish(
+    model: Any, processor: Any, out: Path, log: dict[str, Any], eval_per_task: int, size: int, what: str
+) -> None:
+    """Evaluate on held-out seeds (when asked) and save the checkpoint with its training log."""
     model.eval()
     if eval_per_task:
         log["heldout_accuracy"] = evaluate(model, processor, eval_per_task, size=size)
-        print(f"accuracy: {json.dumps(log['heldout_accuracy'])}", flush=True)
+        print(f"{what}: {json.dumps(log['heldout_accuracy'])}", flush=True)
     _save(model, processor, out, log)
-    print(f"saved {out} after {log['train_seconds']:.0f}s of training", flush=True)
-    return log
 
 
 def main(argv: Sequence[str] | None = None) -> int:

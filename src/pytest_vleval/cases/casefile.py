@@ -1,0 +1,162 @@
+"""YAML case files parsed into frozen dataclasses, validated once at collection.
+
+Every error names the file, the case id and the key, so a broken file is a readable collection error
+for that file alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from pytest_vleval.cases.fields import (
+    REFERENCE_KEYS,
+    CaseFileError,
+    Turn,
+    Where,
+    check_keys,
+    image_paths,
+    names,
+    parse_turn,
+    reason,
+    text,
+)
+from pytest_vleval.cases.yaml_loader import LineDict, YamlError, read_yaml
+
+__all__ = ["CASE_KEYS", "Case", "CaseFile", "CaseFileError", "Turn", "load_case_file", "matches_any"]
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+# Keys a case (or `defaults`) may set; "turns" entries accept TURN_KEYS.
+SHARED_KEYS = frozenset(
+    {"scorer", "threshold", "options", "max_new_tokens", "tags", "skip", "xfail", "system", "fixtures"}
+)
+CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "turns", *REFERENCE_KEYS}
+TURN_KEYS = frozenset({"question", "scorer", "threshold", "options", *REFERENCE_KEYS})
+TOP_KEYS = frozenset({"defaults", "cases", "description"})
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    path: Path
+    line: int
+    images: tuple[Path, ...]
+    turns: tuple[Turn, ...]
+    max_new_tokens: int | None
+    tags: tuple[str, ...] = ()
+    fixtures: tuple[str, ...] = ()
+    skip: str | None = None
+    xfail: str | None = None
+    system: str | None = None
+
+    @property
+    def is_dialogue(self) -> bool:
+        return len(self.turns) > 1
+
+
+@dataclass(frozen=True)
+class CaseFile:
+    path: Path
+    cases: tuple[Case, ...]
+    description: str | None = None
+
+
+def load_case_file(path: Path, *, default_max_new_tokens: int | None = None) -> CaseFile:
+    """Parse and validate one case file; raises :class:`CaseFileError`."""
+    path = Path(path)
+    try:
+        _, data = read_yaml(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseFileError(f"{path}: cannot read: {exc}") from None
+    except YamlError as exc:
+        where = f"{path}:{exc.line}" if exc.line is not None else str(path)
+        hint = f"\nhint: {exc.hint}" if exc.hint else ""
+        raise CaseFileError(f"{where}: YAML syntax error: {exc.problem}{hint}") from None
+
+    file_where = Where(path)
+    if not isinstance(data, Mapping):
+        raise file_where.error(None, "expected a mapping with a 'cases' list at the top level")
+    check_keys(data, TOP_KEYS, file_where, "the file")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise file_where.error("defaults", "expected a mapping")
+    check_keys(defaults, SHARED_KEYS, file_where, "defaults")
+    raw_cases = data.get("cases")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise file_where.error("cases", "expected a non-empty list of cases")
+
+    seen: dict[str, int] = {}
+    cases = [_case(raw, index, path, defaults, seen, default_max_new_tokens) for index, raw in enumerate(raw_cases)]
+    description = data.get("description")
+    return CaseFile(path=path, cases=tuple(cases), description=str(description) if description else None)
+
+
+def _case(
+    raw: Any,
+    index: int,
+    path: Path,
+    defaults: Mapping[str, Any],
+    seen: dict[str, int],
+    default_max_new_tokens: int | None,
+) -> Case:
+    line = raw.line if isinstance(raw, LineDict) else None
+    where = Where(path, f"#{index + 1}", line)
+    if not isinstance(raw, Mapping):
+        raise where.error(None, f"expected a mapping, got {type(raw).__name__}")
+    if "id" not in raw:
+        raise where.error("id", "missing")
+    case_id = text(raw["id"], where, "id")
+    where = Where(path, case_id, line)
+    if not ID_RE.match(case_id):
+        raise where.error("id", "use letters, digits, '_', '.' and '-' only")
+    if case_id in seen:
+        raise where.error("id", f"duplicate id (also case #{seen[case_id] + 1})")
+    seen[case_id] = index
+    check_keys(raw, CASE_KEYS, where, "a case")
+
+    settings = {**defaults, **raw}
+    max_new = settings.get("max_new_tokens", default_max_new_tokens)
+    if max_new is not None and (isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1):
+        raise where.error("max_new_tokens", f"expected a positive integer, got {max_new!r}")
+    system = settings.get("system")
+    return Case(
+        id=case_id,
+        path=path,
+        line=line or 1,
+        images=image_paths(raw, path.parent, where),
+        turns=_turns(raw, settings, where),
+        max_new_tokens=max_new,
+        tags=names(settings, "tags", where, "identifiers (they become pytest marks)"),
+        fixtures=names(settings, "fixtures", where, "fixture names"),
+        skip=reason(settings, "skip", where),
+        xfail=reason(settings, "xfail", where),
+        system=text(system, where, "system") if system is not None else None,
+    )
+
+
+def _turns(raw: Mapping[str, Any], settings: Mapping[str, Any], where: Where) -> tuple[Turn, ...]:
+    if "turns" not in raw:
+        return (parse_turn(raw, settings, where),)
+    for key in ("question", *REFERENCE_KEYS):
+        if key in raw:
+            raise where.error(key, "a case with turns puts its questions and answers inside the turns")
+    raw_turns = raw["turns"]
+    if not isinstance(raw_turns, list) or not raw_turns:
+        raise where.error("turns", "expected a non-empty list of {question, expected} turns")
+    shared = {k: v for k, v in settings.items() if k in ("scorer", "threshold", "options")}
+    turns = []
+    for n, raw_turn in enumerate(raw_turns, start=1):
+        if not isinstance(raw_turn, Mapping):
+            raise where.error(f"turns[{n}]", f"expected a mapping, got {type(raw_turn).__name__}")
+        check_keys(raw_turn, TURN_KEYS, where, f"turn {n}")
+        turns.append(parse_turn(raw_turn, {**shared, **raw_turn}, where, f"turns[{n}]."))
+    return tuple(turns)
+
+
+def matches_any(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch(name, pattern) for pattern in patterns)

@@ -1,0 +1,238 @@
+"""Reading one case's keys: every check names the file, the line, the case id and the key."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_vleval.cases.checks import YAML_BOOLEAN_HINT, closest
+from pytest_vleval.scoring.base import Scorer
+from pytest_vleval.scoring.registry import SCORERS, get_scorer, validate_reference
+from pytest_vleval.scoring.vqa import vqa_accuracy
+
+__all__ = [
+    "REFERENCE_KEYS",
+    "CaseFileError",
+    "Turn",
+    "Where",
+    "check_keys",
+    "image_paths",
+    "names",
+    "parse_turn",
+    "reason",
+    "text",
+]
+
+REFERENCE_KEYS = ("expected", "answers", "box")
+
+
+class CaseFileError(Exception):
+    """A case file that cannot be used; the message names the file, the case and the key."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    question: str
+    scorer: str
+    reference: tuple[Any, ...]  # accepted answers, 10 human answers, or a box (x1, y1, x2, y2)
+    reference_key: str
+    threshold: float
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def expected_text(self) -> str:
+        if self.reference_key == "box":
+            return "box " + "[" + ", ".join(f"{v:g}" for v in self.reference) + "]"
+        if len(self.reference) == 1:
+            return repr(self.reference[0])
+        return "one of " + ", ".join(repr(r) for r in self.reference)
+
+
+def _yaml_hint(value: Any) -> str:
+    if isinstance(value, bool):
+        return f" ({YAML_BOOLEAN_HINT}: quote the answer, e.g. expected: 'yes')"
+    return ""
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    match = closest(name, known)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+class Where:
+    """Builds error messages that name the file, the case and the key."""
+
+    def __init__(self, path: Path, case_id: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.case_id = case_id
+        self.line = line
+
+    def error(self, key: str | None, problem: str) -> CaseFileError:
+        where = str(self.path)
+        if self.line is not None:
+            where += f":{self.line}"
+        parts = [where]
+        if self.case_id is not None:
+            parts.append(f"case {self.case_id!r}")
+        if key is not None:
+            parts.append(f"key {key!r}")
+        return CaseFileError(": ".join(parts) + ": " + problem)
+
+
+def check_keys(data: Mapping[str, Any], known: frozenset[str], where: Where, what: str) -> None:
+    for key in data:
+        if not isinstance(key, str):
+            raise where.error(str(key), f"{what} keys must be strings{_yaml_hint(key)}")
+        if key not in known:
+            raise where.error(key, f"unknown key in {what}{suggest(key, known)}; allowed: {', '.join(sorted(known))}")
+
+
+def text(value: Any, where: Where, key: str) -> str:
+    if isinstance(value, bool):
+        raise where.error(key, f"expected text, got the boolean {value}{_yaml_hint(value)}")
+    if isinstance(value, (int, float)):
+        return str(value)
+    if not isinstance(value, str):
+        raise where.error(key, f"expected text, got {type(value).__name__}")
+    return value
+
+
+def texts(value: Any, where: Where, key: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise where.error(key, "expected at least one answer, got an empty list")
+    return tuple(text(v, where, key) for v in items)
+
+
+def _box(value: Any, where: Where) -> tuple[float, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise where.error("box", f"expected [x1, y1, x2, y2] in original-image pixels, got {value!r}")
+    box = tuple(float(v) for v in value)
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise where.error("box", f"expected x2 > x1 and y2 > y1, got {list(value)!r}")
+    return box
+
+
+def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Where, prefix: str = "") -> Turn:
+    """One question and its reference; `settings` holds the scorer, threshold and options that apply to it."""
+    if "question" not in data:
+        raise where.error(prefix + "question", "missing (every case or turn asks a question)")
+    question = text(data["question"], where, prefix + "question")
+    scorer = _scorer(settings, where, prefix)
+    key, reference = _reference(data, scorer, where, prefix)
+    threshold = _threshold(settings, scorer, reference, where, prefix)
+    options = settings.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise where.error(prefix + "options", f"expected a mapping, got {type(options).__name__}")
+    try:
+        validate_reference(scorer.name, reference, options)
+    except ValueError as exc:
+        raise where.error(prefix + ("options" if options else key), str(exc)) from None
+    return Turn(
+        question=question,
+        scorer=scorer.name,
+        reference=reference,
+        reference_key=key,
+        threshold=threshold,
+        options=dict(options),
+    )
+
+
+def _scorer(settings: Mapping[str, Any], where: Where, prefix: str) -> Scorer:
+    name = text(settings.get("scorer", "exact"), where, prefix + "scorer")
+    try:
+        return get_scorer(name)
+    except KeyError:
+        raise where.error(
+            prefix + "scorer",
+            f"unknown scorer {name!r}{suggest(name, SCORERS)}; known: {', '.join(sorted(SCORERS))}",
+        ) from None
+
+
+def _reference(data: Mapping[str, Any], scorer: Scorer, where: Where, prefix: str) -> tuple[str, tuple[Any, ...]]:
+    given = [k for k in REFERENCE_KEYS if k in data]
+    if len(given) > 1:
+        raise where.error(prefix + given[1], f"give only one of {', '.join(given)}")
+    if not given:
+        raise where.error(
+            prefix + scorer.reference,
+            f"missing: scorer {scorer.name!r} compares the answer with {scorer.reference!r}",
+        )
+    key = given[0]
+    if key != scorer.reference:
+        raise where.error(prefix + key, f"scorer {scorer.name!r} reads {scorer.reference!r}, not {key!r}")
+    if key == "box":
+        return key, _box(data["box"], where)
+    return key, texts(data[key], where, prefix + key)
+
+
+def _threshold(
+    settings: Mapping[str, Any], scorer: Scorer, reference: tuple[Any, ...], where: Where, prefix: str
+) -> float:
+    raw = settings.get("threshold", scorer.default_threshold)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise where.error(prefix + "threshold", f"expected a number, got {raw!r}")
+    threshold = float(raw)
+    if math.isnan(threshold) or not scorer.low <= threshold <= scorer.high:
+        raise where.error(
+            prefix + "threshold",
+            f"{threshold:g} is outside the range of scorer {scorer.name!r} [{scorer.low:g}, {scorer.high:g}]",
+        )
+    if scorer.name == "vqa_accuracy":
+        # Leave-one-out over few answers caps the score: with one answer it is always 0.
+        answers = [str(answer) for answer in reference]
+        best = max(vqa_accuracy(answer, answers) for answer in answers)
+        if threshold > best:
+            raise where.error(
+                prefix + "threshold",
+                f"{threshold:g} cannot be reached with {len(reference)} answers (best possible vqa_accuracy "
+                f"{best:g}); the official metric expects 10 human answers",
+            )
+    return threshold
+
+
+def image_paths(data: Mapping[str, Any], base: Path, where: Where) -> tuple[Path, ...]:
+    if "image" in data and "images" in data:
+        raise where.error("images", "give either image or images, not both")
+    if "image" in data:
+        raw, key = [data["image"]], "image"
+    elif "images" in data:
+        raw, key = data["images"], "images"
+        if not isinstance(raw, list) or not raw:
+            raise where.error("images", "expected a non-empty list of image paths")
+    else:
+        raise where.error("image", "missing: a case needs an image (or images: [...])")
+    paths = []
+    for item in raw:
+        if not isinstance(item, str) or not item.strip():
+            raise where.error(key, f"expected an image path, got {item!r}")
+        path = (base / item).resolve() if not Path(item).is_absolute() else Path(item)
+        if not path.is_file():
+            raise where.error(key, f"image not found: {item} (looked for {path})")
+        paths.append(path)
+    return tuple(paths)
+
+
+def names(settings: Mapping[str, Any], key: str, where: Where, what: str) -> tuple[str, ...]:
+    """A list of identifiers (tags become pytest marks, fixtures are fixture names); one name alone is a list."""
+    value = settings.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.isidentifier() for v in value):
+        raise where.error(key, f"expected a list of {what}, got {value!r}")
+    return tuple(value)
+
+
+def reason(settings: Mapping[str, Any], key: str, where: Where) -> str | None:
+    """``skip``/``xfail``: None when unset or false, "" when true, else the reason given."""
+    value = settings.get(key)
+    if value is None or value is False:
+        return None
+    return "" if value is True else text(value, where, key)

@@ -1,0 +1,128 @@
+"""Case files become pytest items: one real ``pytest.Function`` per (case, model).
+
+Items are ``pytest.Function`` subclasses so that fixtures (``benchmark`` included), ``usefixtures``, marks,
+``-k``/``-m`` and ``--lf`` behave exactly as for Python tests. :class:`VlItem` is the scaffolding every item of
+the plugin shares (case items here, golden-set items in ``golden_items.py``, latency items in
+``bench/latency.py``): a per-item test function carrying its marks, the model, and the location shown in reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_vleval.backends.base import ModelSpec
+from pytest_vleval.cases.casefile import Case, CaseFileError, load_case_file
+from pytest_vleval.records.recorder import attach_result
+from pytest_vleval.scoring.outcome import evaluate, failure_message
+from pytest_vleval.session import get_session
+
+__all__ = ["MARKER", "CaseFileNode", "CaseItem", "VlItem"]
+
+MARKER = "vleval"
+
+
+def _test_function(marks: Sequence[pytest.MarkDecorator]) -> Any:
+    def vleval_test(request: pytest.FixtureRequest) -> None:
+        __tracebackhide__ = True
+        item = request.node
+        assert isinstance(item, VlItem)
+        item.run_test(request)
+
+    vleval_test.pytestmark = [getattr(pytest.mark, MARKER), *marks]  # type: ignore[attr-defined]
+    return vleval_test
+
+
+class VlItem(pytest.Function):
+    """A test of one model: a case, a golden set's metric, or a latency benchmark."""
+
+    def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
+        self.spec = spec
+        super().__init__(**kwargs)
+
+    @classmethod
+    def create(
+        cls, parent: pytest.Collector, name: str, marks: Sequence[pytest.MarkDecorator] = (), **fields: Any
+    ) -> Any:
+        """An item whose test function carries `marks` (and the plugin's own ``vleval`` mark)."""
+        return cls.from_parent(parent, name=name, callobj=_test_function(marks), **fields)
+
+    def run_test(self, request: pytest.FixtureRequest) -> None:
+        raise NotImplementedError
+
+    def location_line(self) -> int:
+        """0-based line of the item in its file, for reports."""
+        return 0
+
+    def location_name(self) -> str:
+        return self.name
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, self.location_line(), self.location_name()
+
+
+def _marks(config: pytest.Config, case: Case) -> list[pytest.MarkDecorator]:
+    marks = []
+    for tag in case.tags:
+        # Tags are declared by the case file itself, so they count as registered under --strict-markers.
+        config.addinivalue_line("markers", f"{tag}: vleval case tag")
+        marks.append(getattr(pytest.mark, tag))
+    if case.fixtures:
+        marks.append(pytest.mark.usefixtures(*case.fixtures))
+    if case.skip is not None:
+        marks.append(pytest.mark.skip(reason=case.skip or "skipped in the case file"))
+    if case.xfail is not None:
+        marks.append(pytest.mark.xfail(reason=case.xfail or "expected to fail (case file)"))
+    return marks
+
+
+class CaseItem(VlItem):
+    """One case of a YAML file, run against one model."""
+
+    def __init__(self, *, case: Case, **kwargs: Any) -> None:
+        self.case = case
+        super().__init__(**kwargs)
+
+    def run_test(self, request: pytest.FixtureRequest) -> None:
+        __tracebackhide__ = True
+        vl = get_session(self.config)
+        prediction = vl.predictor.predict(self.spec, self.case)
+        if prediction.skipped is not None:
+            pytest.skip(f"model {self.spec.label}: {prediction.skipped}")
+        convention: str | None = None
+        resized: tuple[tuple[int, int], ...] = ()
+        if prediction.error is None and any(turn.scorer == "iou" for turn in self.case.turns):
+            from pytest_vleval.backends.families import box_context
+
+            info = vl.pool.infos.get(self.spec.label)
+            convention, resized = box_context(
+                self.spec, self.case.images, info=info, trust_remote_code=vl.options.trust_remote_code
+            )
+        result = evaluate(self.case, self.spec.label, prediction, box_convention=convention, resized_sizes=resized)
+        attach_result(self, "case", result.to_dict())
+        if not result.passed:
+            pytest.fail(failure_message(self.case, result), pytrace=False)
+
+    def location_line(self) -> int:
+        return self.case.line - 1
+
+    def location_name(self) -> str:
+        return f"{self.case.id}[{self.spec.label}]"
+
+
+class CaseFileNode(pytest.File):
+    """A YAML case file."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        vl = get_session(self.config)
+        try:
+            case_file = load_case_file(self.path)
+        except CaseFileError as exc:
+            raise self.CollectError(str(exc)) from None
+        for case in case_file.cases:
+            marks = _marks(self.config, case)
+            for spec in vl.models:
+                yield CaseItem.create(self, f"{case.id}[{spec.label}]", marks, case=case, spec=spec)

@@ -1,0 +1,69 @@
+"""Models loaded once per process, one resident at a time, and what to do when a device runs out of memory."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable
+
+from pytest_vleval.backends.base import Backend, ModelSpec, complete_backend
+
+__all__ = ["ModelPool", "PredictionError", "free_accelerator_memory", "is_out_of_memory"]
+
+
+class PredictionError(Exception):
+    """A case could not be answered (the model failed on it); other cases are unaffected."""
+
+
+class ModelPool:
+    """Loads each model once per process; one model resident at a time.
+
+    ``load`` returns whatever the ``pytest_vleval_load_model`` hook gave; the pool hands it out as a full
+    :class:`~pytest_vleval.backends.base.Backend` (:func:`~pytest_vleval.backends.base.complete_backend`).
+    """
+
+    def __init__(self, load: Callable[[ModelSpec], object]) -> None:
+        self._load = load
+        self._current: Backend | None = None
+        self.load_counts: dict[str, int] = {}
+        self.infos: dict[str, dict[str, object]] = {}
+        self.load_errors: dict[str, str] = {}
+
+    def get(self, spec: ModelSpec) -> Backend:
+        if self._current is not None and self._current.spec.label == spec.label:
+            return self._current
+        if spec.label in self.load_errors:
+            raise PredictionError(self.load_errors[spec.label])
+        self.close()
+        started = time.perf_counter()
+        try:
+            backend = complete_backend(self._load(spec))
+        except Exception as exc:
+            self.load_errors[spec.label] = f"model {spec.requested!r} failed to load: {exc}"
+            raise PredictionError(self.load_errors[spec.label]) from exc
+        self.load_counts[spec.label] = self.load_counts.get(spec.label, 0) + 1
+        info = dict(backend.info or {})
+        info.setdefault("load_seconds", round(time.perf_counter() - started, 3))
+        self.infos[spec.label] = info
+        self._current = backend
+        return backend
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def free_accelerator_memory(backend: Backend) -> None:
+    """Return cached blocks to the device after an out-of-memory error, before the halves are retried."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # a CUDA backend has imported it; never import it here
+    device = str((backend.info or {}).get("device", ""))
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,126 @@
+"""What a run writes from its record: ``--vl-json``, ``--vl-save`` (``storage.py``), the HTML report
+(``--vl-report``) and the Markdown summary (``--vl-markdown``, ``$GITHUB_STEP_SUMMARY``). A file that cannot be
+written is a notice in the summary (and an internal-error exit status), never a lost test result."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_vleval.records.storage import RunStorage, StorageError, autosave_name, read_json, write_json
+
+if TYPE_CHECKING:
+    from pytest_vleval.records.recorder import Recorder
+
+__all__ = ["GITHUB_STEP_SUMMARY", "session_history", "write_outputs"]
+
+GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+
+
+def write_outputs(recorder: Recorder, record: dict[str, Any], session: pytest.Session) -> None:
+    options = recorder.options
+    if not record["models"] and (options.record.json_path is not None or options.record.save is not None):
+        # As pytest-benchmark does: an empty record would only become a useless "latest" baseline.
+        recorder.notices.append("not saving a run record: no model ran")
+    elif record["models"]:
+        _save(recorder, record)
+    report = options.report
+    if report.html is not None:
+        _write(recorder, session, "report written", report.html, lambda: _html(recorder, record))
+    if report.markdown is not None or _step_summary(report.github_step_summary):
+        from pytest_vleval.report.markdown import render_markdown
+
+        text = render_markdown(record)
+        markdown = report.markdown
+        if markdown is not None:
+            _write(recorder, session, "Markdown summary written", markdown, lambda: _text(markdown, text))
+        summary = _step_summary(report.github_step_summary)
+        if summary is not None and record["models"]:
+            _write(recorder, session, "", summary, lambda: _append(summary, text))
+
+
+def _save(recorder: Recorder, record: dict[str, Any]) -> None:
+    options = recorder.options.record
+    if options.json_path is not None:
+        write_json(options.json_path, record)
+        recorder.written.append(("run record saved", options.json_path))
+    if options.save is not None:
+        name = options.save or autosave_name(record["run"].get("commit"), recorder.started)
+        record["run"]["name"] = name
+        recorder.written.append(("run record saved", RunStorage(options.storage).save(record, name)))
+
+
+def _step_summary(enabled: bool) -> Path | None:
+    """GitHub Actions' job summary file, when it sets one and the ini key leaves it on."""
+    value = os.environ.get(GITHUB_STEP_SUMMARY, "").strip()
+    return Path(value) if enabled and value else None
+
+
+def _write(recorder: Recorder, session: pytest.Session, what: str, path: Path, write: Callable[[], Path]) -> None:
+    try:
+        written = write()
+    except Exception as exc:  # a broken view must not hide the test results
+        recorder.notices.append(f"could not write {path}: {type(exc).__name__}: {exc}")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        return
+    if what:
+        recorder.written.append((what, written))
+
+
+def _text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _append(path: Path, text: str) -> Path:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    return path
+
+
+def _html(recorder: Recorder, record: dict[str, Any]) -> Path:
+    from pytest_vleval.report.html import HISTORY_RUNS, ReportInputs, write_report
+
+    history, note = session_history(recorder, record)
+    config = recorder.config
+    inputs = ReportInputs(
+        baseline=recorder.baseline,
+        history=history[-HISTORY_RUNS:],
+        history_note=note,
+        cost_per_hour=recorder.options.report.cost_per_hour,
+        roots=[Path(config.rootpath), Path(config.invocation_params.dir)],
+    )
+    assert recorder.options.report.html is not None
+    return write_report(recorder.options.report.html, record, inputs)
+
+
+def session_history(recorder: Recorder, record: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """The saved runs of this machine's storage folder, oldest first, ending with this run."""
+    from pytest_vleval.records.schema import RecordError, check_record
+    from pytest_vleval.report.html import HISTORY_RUNS
+
+    storage = RunStorage(recorder.options.record.storage)
+    points: list[tuple[str, dict[str, Any]]] = []
+    saved = {Path(p).resolve() for what, p in recorder.written if what == "run record saved"}
+    this_saved = False
+    runs = storage.runs() if storage.folder.is_dir() else []
+    for stored in runs[-HISTORY_RUNS:]:
+        if stored.path.resolve() in saved:
+            points.append((stored.path.stem, record))
+            this_saved = True
+            continue
+        try:
+            points.append((stored.path.stem, check_record(read_json(stored.path), stored.path)))
+        except (StorageError, RecordError):
+            continue
+    if not this_saved:
+        points.append(("this run", record))
+    return points, f"storage {recorder.display_path(storage.folder)}"
