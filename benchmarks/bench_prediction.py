@@ -91,7 +91,7 @@ def write_suite(root: Path, n_cases: int, tokens: int) -> int:
 
     import yaml
 
-    from pytest_vleval.scenes import HELD_OUT_SEED_BASE, TASKS, make_example
+    from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, TASKS, make_example
 
     (root / "images").mkdir(parents=True, exist_ok=True)
     written = 0
