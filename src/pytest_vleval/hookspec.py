@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 def pytest_vleval_load_model(config: pytest.Config, spec: ModelSpec, options: VlOptions) -> Backend | None:
     """Load a model the built-in loader does not know (a remote-code family, another runtime).
 
-    Return an object with the :class:`pytest_vleval.models.Backend` interface (``spec``, ``info``,
-    ``generate(conversations) -> list[str]`` and ``close()``), or None to let the next implementation try.
-    The built-in transformers loader runs last.
+    Return an object with the :class:`pytest_vleval.models.Backend` interface, or None to let the next
+    implementation try. ``spec``, ``info``, ``generate(conversations) -> list[str]`` and ``close()`` are enough:
+    the optional capabilities (``input_length``, ``unsupported``, ``generate_timed``, ``preferred_batch_size``,
+    ``fingerprint``) get their defaults (``pytest_vleval.models.BackendBase`` has them, to subclass). The built-in
+    loader (served models, then transformers) runs last.
     """
 
 
