@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -8,6 +9,10 @@ from pathlib import Path
 # metrics) cannot be imported twice in one process, so import it once here.
 import numpy  # noqa: F401
 import pytest
+
+# The same for scipy (the significance tests cross-check against scipy.stats), when it is installed.
+with contextlib.suppress(ImportError):
+    import scipy.stats  # noqa: F401
 
 from pytest_vleval.options import VlOptions
 
