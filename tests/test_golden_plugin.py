@@ -84,9 +84,19 @@ def test_golden_scores_reach_the_xdist_controller_summary(fake_project: pytest.P
     assert result.stdout.str().count("golden shapes on fake:") == 1
 
 
-def test_an_xdist_record_holds_each_golden_set_once(fake_project: pytest.Pytester) -> None:
+def no_java(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-Python tokenizer and no METEOR: these tests are about where the scores go, not their values."""
+    empty = pytester.path / "no-java-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+def test_an_xdist_record_holds_each_golden_set_once(
+    fake_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both workers may score the set (each runs some of its metrics); the record keeps one full entry."""
     pytest.importorskip("xdist")
+    no_java(fake_project, monkeypatch)
     make_set(fake_project, GOOD, "{CIDEr: 0.5, Bleu_1: 0.5, ROUGE_L: 0.3, Bleu_4: 0.1}")
     result = fake_project.runpytest("golden", "--vl-model=fake", "-n", "2", "--vl-json=run.json")
     result.assert_outcomes(passed=4)
@@ -99,9 +109,12 @@ def test_an_xdist_record_holds_each_golden_set_once(fake_project: pytest.Pyteste
     assert set(entry["gated"]) == {"CIDEr", "Bleu_1", "ROUGE_L", "Bleu_4"}
 
 
-def test_the_report_shows_a_golden_set_from_the_record_alone(fake_project: pytest.Pytester) -> None:
+def test_the_report_shows_a_golden_set_from_the_record_alone(
+    fake_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The record carries the set's prompt, images and references: a saved record renders them after the
     manifest is gone (nothing is read back from the manifest when the report is written)."""
+    no_java(fake_project, monkeypatch)
     make_set(fake_project, GOOD, "{CIDEr: 0.5}")
     fake_project.runpytest("golden", "--vl-model=fake", "--vl-json=run.json").assert_outcomes(passed=1)
     (fake_project.path / "golden" / "shapes" / "golden.yaml").unlink()
