@@ -107,9 +107,17 @@ def answer_code_modules(
 
 
 def _is_module(name: str) -> bool:
-    """``from pkg import name`` names a module only when there is one by that name (else it is an attribute)."""
+    """``from pkg import name`` names a module only when ``pkg`` is a package with a module of that name (else
+    it is an attribute). Looking at the parent's spec first means a module is never imported to find out:
+    ``find_spec("a.b.c")`` would import ``a.b``, and a cached run must not import the transformers backend."""
+    parent = name.rpartition(".")[0]
     try:
-        return importlib.util.find_spec(name) is not None
+        spec = importlib.util.find_spec(parent)
+        return (
+            spec is not None
+            and spec.submodule_search_locations is not None
+            and importlib.util.find_spec(name) is not None
+        )
     except (ImportError, ValueError):
         return False
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_vleval.records.storage import RunStorage, StorageError, autosave_name, read_json, write_json
+from pytest_vleval.records.storage import RunStorage, StorageError, autosave_name, read_json, write_json, write_text
 
 if TYPE_CHECKING:
     from pytest_vleval.records.recorder import Recorder
@@ -31,14 +31,13 @@ def write_outputs(recorder: Recorder, record: dict[str, Any], session: pytest.Se
     report = options.report
     if report.html is not None:
         _write(recorder, session, "report written", report.html, lambda: _html(recorder, record))
-    if report.markdown is not None or _step_summary(report.github_step_summary):
+    markdown, summary = report.markdown, _step_summary(report.github_step_summary)
+    if markdown is not None or summary is not None:
         from pytest_vleval.report.markdown import render_markdown
 
         text = render_markdown(record)
-        markdown = report.markdown
         if markdown is not None:
-            _write(recorder, session, "Markdown summary written", markdown, lambda: _text(markdown, text))
-        summary = _step_summary(report.github_step_summary)
+            _write(recorder, session, "Markdown summary written", markdown, lambda: write_text(markdown, text))
         if summary is not None and record["models"]:
             _write(recorder, session, "", summary, lambda: _append(summary, text))
 
@@ -70,14 +69,6 @@ def _write(recorder: Recorder, session: pytest.Session, what: str, path: Path, w
         return
     if what:
         recorder.written.append((what, written))
-
-
-def _text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def _append(path: Path, text: str) -> Path:

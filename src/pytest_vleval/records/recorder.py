@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_vleval.bench.memory import PeakTracker, max_merge
+from pytest_vleval.records.schema import case_entry, golden_entry
 
 if TYPE_CHECKING:
     from pytest_vleval.backends.base import ModelSpec
@@ -137,8 +138,6 @@ class Recorder:
                 self._receive(str(value["kind"]), value["data"], report)
 
     def _receive(self, kind: str, data: dict[str, Any], report: pytest.TestReport) -> None:
-        from pytest_vleval.records.schema import case_entry, golden_entry
-
         rootdir = Path(self.config.rootpath)
         if kind == "case":
             self.cases.append(case_entry(data, rootdir=rootdir, **_outcome(report)))

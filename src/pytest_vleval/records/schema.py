@@ -28,10 +28,11 @@ from pytest_vleval.records.aggregates import (
     scorer_aggregates,
     summarise,
 )
+from pytest_vleval.scoring.caption_inputs import METRICS
 
 SCHEMA = "pytest-vleval/run"
 SCHEMA_VERSION = 1
-CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+CAPTION_METRICS = METRICS  # the COCO caption metrics, in pycocoevalcap's order
 
 
 class RecordError(Exception):

@@ -132,11 +132,19 @@ def _matching(runs: list[StoredRun], ref: str) -> list[StoredRun]:
     return [run for run in runs if ref in (run.name, run.path.stem, run.path.name)]
 
 
-def write_json(path: Path, record: dict[str, Any]) -> None:
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` so that readers see the old file or the whole new one (a half-written file never replaces a
+    good one): through a temporary file beside it, renamed over it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+    return path
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    write_text(path, json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

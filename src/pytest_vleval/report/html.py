@@ -171,13 +171,9 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
 
 def write_report(path: Path, record: Mapping[str, Any], inputs: ReportInputs | None = None) -> Path:
     """Write the report atomically (a half-written report never replaces a good one)."""
-    text = render_report(record, inputs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from pytest_vleval.records.storage import write_text
+
+    return write_text(path, render_report(record, inputs))
 
 
 def _summary_data(table: ComparisonTable) -> dict[str, Any]:

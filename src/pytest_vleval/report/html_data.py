@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_vleval.gate.units import change_text, format_value, metric_kind
+from pytest_vleval.records.schema import CAPTION_METRICS
 from pytest_vleval.report.table import ComparisonTable, format_cell, short_names
 
 if TYPE_CHECKING:
     from pytest_vleval.report.html import ReportInputs, Thumbnails
 
 __all__ = ["cases_context", "comparison_context", "facts", "golden_context", "models_context", "table_context"]
-
-CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 
 
 def facts(record: Mapping[str, Any], inputs: ReportInputs) -> list[tuple[str, Any]]:
