@@ -9,6 +9,7 @@ checked with known-good answers in each Qwen family's own box convention, read t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -382,3 +383,73 @@ def test_bnb_configs_and_precision_labels() -> None:
     assert quantization_config("none", torch.float32) is None
     assert precision_label("bfloat16", "bnb-4bit") == "int4 (bnb-4bit nf4, compute bfloat16)"
     assert precision_label("float32", "none") == "float32"
+
+
+# --- referring expressions: each family asked in its own words ----------------------------------------
+
+REFER_SUITE = """
+defaults: {task: grounding, scorer: iou, max_new_tokens: 4}
+cases:
+  - {id: refer, image: images/scene.png, refer: red rectangle, box: [160, 120, 480, 360]}
+"""
+REFER_FAMILIES = {
+    "qwen3_vl": "Qwen3-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen2_vl": "Qwen2-VL",
+    "llava": "LLaVA",
+    "internvl": "InternVL",
+    "gemma3": "generic",
+}
+
+
+@pytest.mark.parametrize("family_model", list(REFER_FAMILIES), indirect=True)
+def test_refer_is_asked_in_the_family_own_words(pytester: pytest.Pytester, family_model: Path) -> None:
+    """The prompt in the record is the family's grounding wording, and it reaches the real chat template."""
+    from pytest_vleval.backends.families import GROUNDING_PROMPTS, adapter_for_source
+    from pytest_vleval.predict.asking import Asking
+
+    _scene(pytester.path / "images" / "scene.png")
+    pytester.makefile(".yaml", test_refer=REFER_SUITE)
+    result = pytester.runpytest(f"--vl-model={family_model}", "--vl-json=run.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)  # random weights write no box: a parse failure, never a crash
+    result.stdout.fnmatch_lines(["*box parse failures: 1/1*"])
+    (case,) = json.loads((pytester.path / "run.json").read_text())["cases"]
+    wording = GROUNDING_PROMPTS[REFER_FAMILIES[family_model.name]].replace("{ref}", "red rectangle")
+    assert case["turns"][0]["prompt"] == wording
+    assert case["turns"][0]["question"] == "refer: red rectangle"
+    adapter = adapter_for_source(resolve_model(str(family_model)))
+    assert adapter is not None and Asking(adapter).family.refer_prompt("red rectangle") == wording
+
+
+def test_pixel_limits_reach_the_qwen_processor_and_the_record(
+    pytester: pytest.Pytester, qwen_models: dict[str, Path]
+) -> None:
+    """--vl-max-pixels goes to a Qwen-VL processor (fewer vision tokens); a case file's own limit wins; the
+    effective limits and the model's defaults are in the record, and a change is flagged by the comparison."""
+    _scene(pytester.path / "images" / "scene.png")
+    pytester.makefile(
+        ".yaml",
+        test_pixels="""
+cases:
+  - {id: default, image: images/scene.png, question: 'What is red?', expected: '(?s).*', scorer: regex}
+  - {id: small, image: images/scene.png, question: 'What is red?', expected: '(?s).*', scorer: regex,
+     max_pixels: 12544}
+""",
+    )
+    model = f"--vl-model={qwen_models['qwen3_vl']}"
+    base = pytester.runpytest(model, "--vl-json=base.json", "-p", "no:cacheprovider")
+    base.assert_outcomes(passed=2)
+    limited = pytester.runpytest(
+        model, "--vl-max-pixels=50176", "--vl-json=run.json", "--vl-compare=base.json", "-p", "no:cacheprovider"
+    )
+    limited.assert_outcomes(passed=2)
+    before = json.loads((pytester.path / "base.json").read_text())
+    after = json.loads((pytester.path / "run.json").read_text())
+    tokens = {(r, c["case_id"]): c["vision_tokens"] for r, rec in (("before", before), ("after", after))
+              for c in rec["cases"]}  # fmt: skip
+    assert tokens[("before", "default")] > tokens[("after", "default")] > tokens[("after", "small")] > 0
+    assert tokens[("after", "small")] == tokens[("before", "small")]  # the case's own limit wins
+    pixels = after["models"][0]["backend"]["pixels"]
+    assert pixels["max_pixels"] == 50176 and pixels["applied_by"] == "processor"
+    assert pixels["model_default"] == before["models"][0]["backend"]["pixels"]["model_default"]
+    limited.stdout.fnmatch_lines(["*image limits changed (min_pixels, max_pixels)*"])

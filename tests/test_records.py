@@ -128,7 +128,13 @@ def test_record_holds_run_models_cases_and_aggregates(suite_project: pytest.Pyte
         "passed",
         "detail",
         "parse_failed",
+        "prompt",
+        "extracted",
+        "answer_steps",
+        "format_issue",
     }
+    assert turn["prompt"] == "say: red" and turn["extracted"] == "red" and turn["format_issue"] is None
+    assert first["vision_tokens"] is None and first["pixels"] == [None, None]  # a hook backend that cannot count
     dialogue = cases[-1]
     assert len(dialogue["turns"]) == 2 and dialogue["images"] == ["images/red.png", "images/blue.png"]
     assert record["golden"] == [] and record["benchmarks"] == [] and record["comparison"] is None
@@ -159,6 +165,7 @@ def test_failed_errored_and_xfailed_cases_are_recorded(suite_project: pytest.Pyt
         "failed": 2,
         "errors": 1,
         "parse_failures": 0,
+        "format_failures": 0,
         "accuracy": 0.0,
         "mean_score": 0.0,
     }

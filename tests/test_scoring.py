@@ -444,7 +444,9 @@ def test_parse_box_conventions(convention, text, resized):
     context = ScoreContext(image_sizes=IMAGE, box_convention=convention, resized_sizes=(resized,) if resized else ())
     result = score("iou", text, list(TARGET), context=context)
     assert result.score == pytest.approx(1.0)
-    assert result.detail == "IoU 1.00 with predicted box [64.0, 96.0, 320.0, 288.0] (original pixels)"
+    assert result.detail.startswith("IoU 1.00 with predicted box [64.0, 96.0, 320.0, 288.0] (original pixels)")
+    # Of several boxes the first is scored, and the detail says so.
+    assert result.detail.endswith("; the first of 2 boxes") == text.startswith("cats [[")
 
 
 def test_parse_box_swaps_clips_and_takes_the_first_box():

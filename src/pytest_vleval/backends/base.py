@@ -48,6 +48,8 @@ class Conversation:
     history: tuple[tuple[str, str], ...] = ()
     system: str | None = None
     max_new_tokens: int = 32
+    min_pixels: int | None = None  # image resolution limits; None: the model's own
+    max_pixels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class Backend(Protocol):
     def unsupported(self, conversation: Conversation) -> str | None:
         """Why this model cannot take `conversation` at all (asked before a dialogue's first turn), or None."""
 
+    def vision_tokens(self, conversation: Conversation) -> int | None:
+        """How many prompt tokens the conversation's images become (after its pixel limits); None: unknown."""
+
     def generate_timed(self, conversation: Conversation) -> TimedAnswer:
         """One conversation alone, timed for the latency benchmarks (``bench/latency.py``)."""
 
@@ -146,6 +151,9 @@ class BackendBase:
         return None
 
     def unsupported(self, conversation: Conversation) -> str | None:
+        return None
+
+    def vision_tokens(self, conversation: Conversation) -> int | None:
         return None
 
     def generate_timed(self, conversation: Conversation) -> TimedAnswer:
@@ -202,6 +210,11 @@ class _CompletedBackend:
     def unsupported(self, conversation: Conversation) -> str | None:
         own = self._own("unsupported")
         return None if own is None else own(conversation)
+
+    def vision_tokens(self, conversation: Conversation) -> int | None:
+        own = self._own("vision_tokens")
+        value = None if own is None else own(conversation)
+        return None if value is None else int(value)
 
     def generate_timed(self, conversation: Conversation) -> TimedAnswer:
         own = self._own("generate_timed")

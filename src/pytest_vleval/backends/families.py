@@ -26,10 +26,13 @@ from pytest_vleval.backends.base import Conversation, ModelSpec
 __all__ = [
     "ADAPTERS",
     "GENERIC",
+    "GROUNDING_PROMPTS",
     "FamilyAdapter",
+    "adapter_by_name",
     "adapter_for_config",
     "adapter_for_source",
     "box_context",
+    "family_for",
     "strip_thinking",
 ]
 
@@ -67,6 +70,12 @@ class FamilyAdapter:
     stop_tokens: tuple[str, ...] = ()  # end-of-turn tokens that end an answer besides the eos token
     thinking: bool = False  # the generation prompt opens a reasoning block (Qwen3-VL Thinking)
     remote_code: bool = False  # only loadable with --vl-trust-remote-code or a conftest hook
+    # The family's own referring-expression prompt ({ref}: the expression); see GROUNDING_PROMPTS' sources.
+    grounding_prompt: str = ""
+
+    def refer_prompt(self, ref: str) -> str:
+        """The question that asks this family for the box of `ref`, in the family's own wording."""
+        return (self.grounding_prompt or GROUNDING_PROMPTS["generic"]).replace("{ref}", ref)
 
     @property
     def boxes_in_resized_pixels(self) -> bool:
@@ -151,33 +160,119 @@ def question_answer_prompt(conversation: Conversation) -> str:
     return " ".join(parts)
 
 
+# Each family's referring-expression (RefCOCO-style) prompt, from the family's own evaluation or documentation;
+# docs/families.md has the table with its sources. The generic one asks, in words, for the generic convention.
+GROUNDING_PROMPTS: dict[str, str] = {
+    # QwenLM/Qwen3-VL issue 1721 (the team's RefCOCO prompt); answers: fenced JSON list, "bbox_2d" on 0-1000.
+    "Qwen3-VL": 'Locate every object that matches the description "{ref}" in the image. Report bbox coordinates '
+    "in JSON format.",
+    # QwenLM/Qwen3-VL issue 991 (Qwen2.5-VL cookbook wording); answers: JSON "bbox_2d" in resized-input pixels.
+    "Qwen2.5-VL": "Locate {ref} in this image and output the bbox coordinates in JSON format.",
+    # No official Qwen2-VL RefCOCO prompt is published; this wording reproduced its reported numbers (QwenLM
+    # issue 536, a user's report). Answers: <|box_start|>(x1,y1),(x2,y2)<|box_end|> on 0-1000.
+    "Qwen2-VL": "Please provide the bounding box coordinate of the region this sentence describes: {ref}",
+    # LLaVA-1.5's RefCOCO training/eval instruction (haotian-liu/LLaVA); answers: [x1, y1, x2, y2] in 0-1.
+    "LLaVA": "Please provide the bounding box coordinate of the region this sentence describes: {ref}",
+    # InternVL's eval/refcoco/evaluate_grounding.py; answers: <ref>..</ref><box>[[x1, y1, x2, y2]]</box> on 0-1000.
+    "InternVL": "Please provide the bounding box coordinate of the region this sentence describes: <ref>{ref}</ref>",
+    # CogVLM's grounding template (THUDM/CogVLM utils/utils/template.py); answers: [[x0,y0,x1,y1]] on 0-999.
+    "CogVLM": "Where is {ref}? answer in [[x0,y0,x1,y1]] format.",
+    # MiniGPT-v2's eval_ref.py task identifier; answers: {<x1><y1><x2><y2>} on 0-100.
+    "MiniGPT-v2": "[refer] give me the location of {ref}",
+    # Qwen-VL's eval_mm/evaluate_grounding.py markup, without the raw completion's opening <box> (a chat model
+    # writes it); answers: <ref>..</ref><box>(x1,y1),(x2,y2)</box>, divided by 999 as that script does.
+    "Qwen-VL": "<ref>{ref}</ref>",
+    # Families without a published grounding prompt (Gemma 3, BLIP-2, SmolVLM, ...): ask for the generic format.
+    "generic": 'Give the bounding box of {ref} in the image as JSON {"bbox_2d": [x1, y1, x2, y2]}, with the '
+    "coordinates as fractions of the image width and height (0 to 1).",
+}
+
 GENERIC = FamilyAdapter(name="generic")
 
 _QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
 
 ADAPTERS: tuple[FamilyAdapter, ...] = (
-    FamilyAdapter("Qwen3-VL", ("qwen3_vl", "qwen3_vl_moe"), box_convention="qwen3", stop_tokens=_QWEN_STOP),
-    FamilyAdapter("Qwen2.5-VL", ("qwen2_5_vl",), box_convention="qwen2.5", stop_tokens=_QWEN_STOP),
-    FamilyAdapter("Qwen2-VL", ("qwen2_vl",), box_convention="qwen2", stop_tokens=_QWEN_STOP),
+    FamilyAdapter(
+        "Qwen3-VL",
+        ("qwen3_vl", "qwen3_vl_moe"),
+        box_convention="qwen3",
+        stop_tokens=_QWEN_STOP,
+        grounding_prompt=GROUNDING_PROMPTS["Qwen3-VL"],
+    ),
+    FamilyAdapter(
+        "Qwen2.5-VL",
+        ("qwen2_5_vl",),
+        box_convention="qwen2.5",
+        stop_tokens=_QWEN_STOP,
+        grounding_prompt=GROUNDING_PROMPTS["Qwen2.5-VL"],
+    ),
+    FamilyAdapter(
+        "Qwen2-VL",
+        ("qwen2_vl",),
+        box_convention="qwen2",
+        stop_tokens=_QWEN_STOP,
+        grounding_prompt=GROUNDING_PROMPTS["Qwen2-VL"],
+    ),
     # LLaVA-1.5 and LLaVA-NeXT (v1.6) were trained on one image per conversation.
-    FamilyAdapter("LLaVA-1.5", ("llava",), multi_image=False),
-    FamilyAdapter("LLaVA-NeXT", ("llava_next",), multi_image=False),
-    FamilyAdapter("LLaVA-OneVision", ("llava_onevision",), stop_tokens=("<|im_end|>",)),
+    FamilyAdapter("LLaVA-1.5", ("llava",), multi_image=False, grounding_prompt=GROUNDING_PROMPTS["LLaVA"]),
+    FamilyAdapter("LLaVA-NeXT", ("llava_next",), multi_image=False, grounding_prompt=GROUNDING_PROMPTS["LLaVA"]),
+    FamilyAdapter(
+        "LLaVA-OneVision",
+        ("llava_onevision",),
+        stop_tokens=("<|im_end|>",),
+        grounding_prompt=GROUNDING_PROMPTS["LLaVA"],
+    ),
     FamilyAdapter("BLIP-2", ("blip-2",), multi_image=False, multi_turn=False, prompt_style="question-answer"),
     FamilyAdapter(
         "InstructBLIP", ("instructblip",), multi_image=False, multi_turn=False, prompt_style="question-answer"
     ),
     FamilyAdapter("Idefics3", ("idefics3",), nested_images=True, stop_tokens=("<end_of_utterance>",)),
     FamilyAdapter("SmolVLM", ("smolvlm",), nested_images=True, stop_tokens=("<end_of_utterance>",)),
-    FamilyAdapter("InternVL", ("internvl",), stop_tokens=("<|im_end|>",)),
+    FamilyAdapter(
+        "InternVL",
+        ("internvl",),
+        box_convention="internvl",
+        stop_tokens=("<|im_end|>",),
+        grounding_prompt=GROUNDING_PROMPTS["InternVL"],
+    ),
     FamilyAdapter("Gemma 3", ("gemma3",), nested_images=True, stop_tokens=("<end_of_turn>", "<eos>")),
     # Remote-code families: loaded through the pytest_vleval_load_model hook (docs/families.md); known here so
     # that their boxes are read in their own convention.
-    FamilyAdapter("Qwen-VL", ("qwen",), box_convention="qwen-vl", multi_image=True, remote_code=True),
-    FamilyAdapter("CogVLM", ("cogvlm",), box_convention="cogvlm", multi_image=False, remote_code=True),
+    FamilyAdapter(
+        "Qwen-VL",
+        ("qwen",),
+        box_convention="qwen-vl",
+        multi_image=True,
+        remote_code=True,
+        grounding_prompt=GROUNDING_PROMPTS["Qwen-VL"],
+    ),
+    FamilyAdapter(
+        "CogVLM",
+        ("cogvlm",),
+        box_convention="cogvlm",
+        multi_image=False,
+        remote_code=True,
+        grounding_prompt=GROUNDING_PROMPTS["CogVLM"],
+    ),
+    # Not a transformers model: a hook backend names it (info["family"]) to get its prompt and box convention.
+    FamilyAdapter(
+        "MiniGPT-v2",
+        (),
+        box_convention="minigpt-v2",
+        multi_image=False,
+        remote_code=True,
+        grounding_prompt=GROUNDING_PROMPTS["MiniGPT-v2"],
+    ),
 )
 
 _BY_MODEL_TYPE = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
+_BY_NAME = {adapter.name.casefold(): adapter for adapter in (*ADAPTERS, GENERIC)}
+
+
+def adapter_by_name(name: str) -> FamilyAdapter | None:
+    """The adapter called `name` (case-insensitive; "Qwen3-VL Thinking" is Qwen3-VL's), or None."""
+    key = name.casefold().removesuffix(" thinking")
+    return _BY_NAME.get(key)
 
 
 def adapter_for_config(config: Any, *, chat_template: str | None = None) -> FamilyAdapter:
@@ -192,6 +287,17 @@ def adapter_for_config(config: Any, *, chat_template: str | None = None) -> Fami
         fields.update(name="Qwen3-VL Thinking", thinking=True)
         return _ThinkingAdapter(**fields)
     return adapter
+
+
+def family_for(spec: ModelSpec, info: Mapping[str, object] | None = None) -> FamilyAdapter:
+    """The family `spec` is asked as: the loaded backend's ``info["family"]`` (a conftest backend can name
+    one), else the model's files (read without loading it), else the generic family."""
+    named = info.get("family") if info else None
+    if named:
+        adapter = adapter_by_name(str(named))
+        if adapter is not None:
+            return adapter
+    return adapter_for_source(spec) or GENERIC
 
 
 def _config_file(spec: ModelSpec) -> Path | None:
@@ -242,12 +348,14 @@ def box_context(
     *,
     info: Mapping[str, object] | None = None,
     trust_remote_code: bool = False,
+    pixels: tuple[int | None, int | None] = (None, None),
 ) -> tuple[str | None, tuple[tuple[int, int], ...]]:
     """(box convention, resized input sizes) for scoring a case's boxes with model `spec`.
 
     The convention comes from the loaded backend's ``info["box_convention"]`` (a conftest backend can set
     it), else from the model's files; None (the scorer's default, "qwen3") when neither says. Resized sizes
-    are computed only for conventions in input pixels (Qwen2.5-VL), with the model's own image processor.
+    are computed only for conventions in input pixels (Qwen2.5-VL), with the model's own image processor under
+    the case's `pixels` limits (min, max), as the model saw the images.
     """
     convention = str(info["box_convention"]) if info and info.get("box_convention") else None
     if convention is None:
@@ -262,4 +370,7 @@ def box_context(
     for path in images:
         with Image.open(path) as image:
             pil.append(image.convert("RGB"))
-    return convention, _BY_MODEL_TYPE["qwen2_5_vl"].resized_sizes(processor, pil)
+    from pytest_vleval.backends.pixels import limited
+
+    with limited(processor, *pixels):
+        return convention, _BY_MODEL_TYPE["qwen2_5_vl"].resized_sizes(processor, pil)

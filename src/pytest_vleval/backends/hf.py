@@ -25,6 +25,7 @@ from pytest_vleval.backends.base import (
 )
 from pytest_vleval.backends.devices import process_device
 from pytest_vleval.backends.families import adapter_for_config
+from pytest_vleval.backends.pixels import effective_size, limited, model_limits, resize_within, takes_limits
 from pytest_vleval.backends.precision import precision_label, quantization_config
 
 if TYPE_CHECKING:
@@ -168,6 +169,8 @@ class TransformersBackend(BackendBase):
         self.family = adapter_for_config(self.model.config, chat_template=chat_template)
         self.generation_config = self._greedy_config()
         self.has_chat_template = bool(chat_template)
+        self.native_limits = takes_limits(self.processor)
+        own_low, own_high = model_limits(self.processor)
         dtype_name = str(self.dtype).removeprefix("torch.")
         self.info: dict[str, object] = {
             "source": spec.source,
@@ -181,6 +184,13 @@ class TransformersBackend(BackendBase):
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "load_seconds": round(time.perf_counter() - started, 3),
             "architecture": type(self.model).__name__,
+            # The run's image limits: the option where given, else the model's own (None: no limit).
+            "pixels": {
+                "min_pixels": options.min_pixels if options.min_pixels is not None else own_low,
+                "max_pixels": options.max_pixels if options.max_pixels is not None else own_high,
+                "applied_by": "processor" if self.native_limits else "resize",
+                "model_default": [own_low, own_high],
+            },
         }
 
     def _greedy_config(self) -> Any:
@@ -207,34 +217,52 @@ class TransformersBackend(BackendBase):
     def _prompt(self, conv: Conversation) -> str:
         return self.family.build_prompt(self.processor, conv)
 
-    @staticmethod
-    def _image(path: Path) -> Image.Image:
+    def _image(self, path: Path, conv: Conversation) -> Image.Image:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            rgb = image.convert("RGB")
+        if self.native_limits:  # the processor applies the limits itself (backends/pixels.py)
+            return rgb
+        return resize_within(rgb, conv.min_pixels, conv.max_pixels)
+
+    def _image_tokens(self, conv: Conversation) -> list[tuple[int | None, int]]:
+        """(the processor's token count or None, the image's area as given) per image, without reading pixels."""
+        counts = []
+        with limited(self.processor, conv.min_pixels, conv.max_pixels):
+            for path in conv.images:
+                with Image.open(path) as image:
+                    width, height = image.size
+                if not self.native_limits:
+                    width, height = effective_size(width, height, conv.min_pixels, conv.max_pixels)
+                counts.append((image_token_count(self.processor, width, height), width * height))
+        return counts
 
     def input_length(self, conv: Conversation) -> int | None:
         """Prompt tokens of `conv` with its images counted as the tokens they expand to, without reading
         pixels (the predictor sorts cases by it so that batches hold less padding)."""
         length = len(self.tokenizer(self._prompt(conv), add_special_tokens=False)["input_ids"])
-        for path in conv.images:
-            with Image.open(path) as image:
-                width, height = image.size
-            counted = image_token_count(self.processor, width, height)
+        for counted, area in self._image_tokens(conv):
             # The prompt already holds one placeholder per image; without the processor's count, a 28-pixel
             # patch per token is Qwen's rate and a fair guess elsewhere (only the order of lengths matters).
-            length += counted - 1 if counted is not None else (width * height) // (28 * 28)
+            length += counted - 1 if counted is not None else area // (28 * 28)
         return length
+
+    def vision_tokens(self, conv: Conversation) -> int | None:
+        """The tokens the conversation's images become, by the processor's own count (None where it has none)."""
+        counts = [counted for counted, _ in self._image_tokens(conv)]
+        return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
     def prepare(self, conversations: Sequence[Conversation]) -> Any:
         """Processor inputs for a batch, on the model's device."""
         prompts = [self._prompt(c) for c in conversations]
         images: list[Any]
         if self.family.nested_images:  # e.g. Gemma 3, Idefics3: one list of images per prompt
-            images = [[self._image(p) for p in c.images] for c in conversations]
+            images = [[self._image(p, c) for p in c.images] for c in conversations]
             images = images if any(images) else []
         else:
-            images = [self._image(p) for c in conversations for p in c.images]
-        inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
+            images = [self._image(p, c) for c in conversations for p in c.images]
+        first = conversations[0]  # _generate groups conversations by their limits
+        with limited(self.processor, first.min_pixels, first.max_pixels):
+            inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -254,7 +282,15 @@ class TransformersBackend(BackendBase):
             answers.append(UnsupportedConversation(reason) if reason else "")
             if not reason:
                 runnable.append(conv)
-        generated = iter(self._generate(runnable) if runnable else [])
+        # One generate call per set of pixel limits (a processor call takes one); answers stay in order.
+        groups: dict[tuple[int | None, int | None], list[int]] = {}
+        for n, conv in enumerate(runnable):
+            groups.setdefault((conv.min_pixels, conv.max_pixels), []).append(n)
+        done: list[str] = [""] * len(runnable)
+        for members in groups.values():
+            for n, text in zip(members, self._generate([runnable[m] for m in members]), strict=True):
+                done[n] = text
+        generated = iter(done)
         return [answer if isinstance(answer, GenerationFailure) else next(generated) for answer in answers]
 
     @staticmethod

@@ -139,6 +139,8 @@ class OpenAIBackend(BackendBase):
             "request_timeout": self.request_timeout,
             "api_key": f"from ${self._api_key_env}" if self._api_key else "none",
             "load_seconds": round(time.perf_counter() - started, 3),
+            # Limits are applied by resizing before upload; None: the server's own processing.
+            "pixels": {"min_pixels": options.min_pixels, "max_pixels": options.max_pixels, "applied_by": "resize"},
         }
         # Enough conversations per batch to keep `concurrency` requests in flight across the batch's tail.
         self.preferred_batch_size = max(16, 4 * self.concurrency)

@@ -108,12 +108,33 @@ def _data_url(path: str, mtime_ns: int) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def image_url(image: Path | str) -> str:
-    """An http(s) URL passes through (the server fetches it); a local file becomes a data URL."""
+@lru_cache(maxsize=64)
+def _limited_data_url(path: str, mtime_ns: int, low: int | None, high: int | None) -> str:
+    """The file as a PNG data URL, resized (aspect kept) so that its area lies within the pixel limits; the file
+    as it is when it already does."""
+    import io
+
+    from PIL import Image
+
+    from pytest_vleval.backends.pixels import effective_size, resize_within
+
+    with Image.open(path) as image:
+        if effective_size(image.width, image.height, low, high) == image.size:
+            return _data_url(path, mtime_ns)
+        buffer = io.BytesIO()
+        resize_within(image.convert("RGB"), low, high).save(buffer, format="PNG")
+    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def image_url(image: Path | str, min_pixels: int | None = None, max_pixels: int | None = None) -> str:
+    """An http(s) URL passes through (the server fetches it); a local file becomes a data URL, resized to the
+    pixel limits when they are set (a server's own processor is out of reach, so the limits apply here)."""
     if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
         return image
     path = Path(image)
-    return _data_url(str(path.resolve()), path.stat().st_mtime_ns)
+    if min_pixels is None and max_pixels is None:
+        return _data_url(str(path.resolve()), path.stat().st_mtime_ns)
+    return _limited_data_url(str(path.resolve()), path.stat().st_mtime_ns, min_pixels, max_pixels)
 
 
 def chat_messages(conv: Conversation) -> list[dict[str, Any]]:
@@ -125,7 +146,12 @@ def chat_messages(conv: Conversation) -> list[dict[str, Any]]:
     turns: list[tuple[str, str | None]] = [*conv.history, (conv.question, None)]
     for n, (question, answer) in enumerate(turns):
         content: list[dict[str, Any]] = (
-            [{"type": "image_url", "image_url": {"url": image_url(p)}} for p in conv.images] if n == 0 else []
+            [
+                {"type": "image_url", "image_url": {"url": image_url(p, conv.min_pixels, conv.max_pixels)}}
+                for p in conv.images
+            ]
+            if n == 0
+            else []
         )
         content.append({"type": "text", "text": question})
         messages.append({"role": "user", "content": content})

@@ -102,14 +102,10 @@ class BenchItem(VlItem):
         super().__init__(**kwargs)
 
     def _conversation(self) -> Conversation:
+        """The case's first turn, sent exactly as the accuracy test sends it (predict/asking.py)."""
         vl = get_session(self.config)
-        turn = self.case.turns[0]
-        return Conversation(
-            images=self.case.images,
-            question=turn.question,
-            system=self.case.system,
-            max_new_tokens=self.case.max_new_tokens or vl.options.max_new_tokens,
-        )
+        asking = vl.predictor.asking(self.spec)
+        return asking.conversation(self.case, 0, [], self.case.max_new_tokens or vl.options.max_new_tokens)
 
     def run_test(self, request: pytest.FixtureRequest) -> None:
         __tracebackhide__ = True
@@ -171,7 +167,8 @@ class BenchItem(VlItem):
             "case_id": self.case.id,
             "nodeid": self.nodeid,
             "line": self.case.line,
-            "question": self.case.turns[0].question,
+            "question": self.case.turns[0].shown_question,
+            "prompt": get_session(self.config).predictor.asking(self.spec).questions(self.case)[0],
             "answer": measured[-1].get("answer") if measured else None,
             "rounds": len(measured),
             "warmup_rounds": warmup,

@@ -14,6 +14,7 @@ accuracy on all candidates (the unfiltered numbers) and on the kept suite.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import shutil
 from collections.abc import Sequence
@@ -24,14 +25,15 @@ from typing import Any
 import yaml
 
 from pytest_vleval.builtin.golden_set import (
+    CAPTION_PROMPT,
     GENERATED,
     GOLDEN_THRESHOLDS,
     golden_references,
     measure_golden,
-    mirror_caption,
     write_golden,
 )
 from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, NUMBER_WORDS, Example, make_example
+from pytest_vleval.builtin.train_data import sent_example
 
 __all__ = ["SuiteCase", "build_cases", "golden_references", "main", "write_golden", "write_suite"]
 
@@ -54,53 +56,60 @@ CANDIDATES = {task: 2 * n for task, n in CASES_PER_TASK.items()}
 SUITE_FILES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "caption": (
         "test_captions.yaml",
-        "Captions asked as a question: the answer must contain the scene's caption (or its mirror).",
-        {"scorer": "contains", "threshold": 1.0, "max_new_tokens": 24, "tags": ["caption"]},
+        "Captioning with lmms-eval's COCO prompt: the caption must name every shape's colour and kind (any wording).",
+        {"task": "caption", "scorer": "contains", "options": {"all": True}, "max_new_tokens": 64, "tags": ["caption"]},
     ),
     "colour": (
         "test_colour.yaml",
-        "Colour of a named shape; VQAv2 accuracy against 10 synthetic annotators.",
-        {"scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 8, "tags": ["vqa", "colour"]},
+        "Colour of a named shape, asked with the VQAv2 format instruction; VQAv2 accuracy against 10 synthetic "
+        "annotators after the EvalAI answer processor.",
+        {"task": "vqa", "scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 16, "tags": ["vqa", "colour"]},
     ),
     "shape": (
         "test_shape.yaml",
-        "Kind of shape (circle, square, triangle, diamond); VQAv2 accuracy against 10 synthetic annotators.",
-        {"scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 8, "tags": ["vqa", "shape"]},
+        "Kind of shape (circle, square, triangle, diamond), asked with the VQAv2 format instruction; VQAv2 accuracy.",
+        {"task": "vqa", "scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 16, "tags": ["vqa", "shape"]},
     ),
     "count": (
         "test_count.yaml",
-        "Counting shapes of a kind or colour among distractors; VQAv2 accuracy.",
-        {"scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 8, "tags": ["vqa", "count"]},
+        "Counting shapes of a kind or colour among distractors, asked with the CountBenchQA instruction; VQAv2 "
+        "accuracy (number words count: 'Three.' is 3).",
+        {"task": "count", "scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 16, "tags": ["vqa", "count"]},
     ),
     "position": (
         "test_position.yaml",
-        "Where a shape is in the image (left, right, top, bottom); VQAv2 accuracy.",
-        {"scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 8, "tags": ["vqa", "position"]},
+        "Where a shape is in the image (left, right, top, bottom), asked with the VQAv2 format instruction; VQAv2 "
+        "accuracy.",
+        {"task": "vqa", "scorer": "vqa_accuracy", "threshold": 0.9, "max_new_tokens": 16, "tags": ["vqa", "position"]},
     ),
     "ocr": (
         "test_ocr.yaml",
-        "Reading a rendered word or number; ANLS (1 - normalised edit distance, 0 beyond 0.5).",
-        {"scorer": "anls", "threshold": 0.5, "max_new_tokens": 12, "tags": ["ocr"]},
+        "Reading a rendered word or number, asked with the TextVQA format instruction; ANLS, passing at 0.8 (one "
+        "wrong letter in a five-letter word passes, one wrong digit of three does not).",
+        {"task": "ocr", "scorer": "anls", "threshold": 0.8, "max_new_tokens": 16, "tags": ["ocr"]},
     ),
     "chart": (
         "test_chart.yaml",
-        "Bar-chart questions (a bar's value, tallest/shortest bar, number of bars); ChartQA relaxed accuracy.",
-        {"scorer": "relaxed_accuracy", "threshold": 1.0, "max_new_tokens": 8, "tags": ["chart"]},
+        "Bar-chart questions (a bar's value, tallest/shortest bar, number of bars), asked with the ChartQA format "
+        "instruction; ChartQA relaxed accuracy.",
+        {"task": "chart", "scorer": "relaxed_accuracy", "threshold": 1.0, "max_new_tokens": 16, "tags": ["chart"]},
     ),
     "multi_image": (
         "test_multi_image.yaml",
-        "Two images in one question: comparing them, or asking about the first or the second.",
-        {"scorer": "exact", "threshold": 1.0, "max_new_tokens": 8, "tags": ["multi_image"]},
+        "Two images in one question: comparing them, or asking about the first or the second; short answers.",
+        {"task": "multi_image", "scorer": "exact", "threshold": 1.0, "max_new_tokens": 16, "tags": ["multi_image"]},
     ),
     "dialogue": (
         "test_dialogue.yaml",
-        "Two-turn dialogue: the second question refers back to the first answer.",
-        {"scorer": "exact", "threshold": 1.0, "max_new_tokens": 8, "tags": ["dialogue"]},
+        "Two-turn dialogue: the second question refers back to the first answer; the answer must name the "
+        "expected word (a sentence is fine).",
+        {"task": "vqa", "scorer": "contains", "threshold": 1.0, "max_new_tokens": 32, "tags": ["dialogue"]},
     ),
     "grounding": (
         "test_grounding.yaml",
-        'Grounding answered as Qwen3-VL does: JSON {"bbox_2d": [x1, y1, x2, y2]} on the 0-1000 grid; IoU.',
-        {"scorer": "iou", "threshold": 0.5, "max_new_tokens": 48, "tags": ["grounding"]},
+        "Grounding by referring expression: each model is asked in its family's own words (docs/families.md) and "
+        "its box read in its own convention; IoU with the true box.",
+        {"task": "grounding", "scorer": "iou", "threshold": 0.5, "max_new_tokens": 128, "tags": ["grounding"]},
     ),
 }
 
@@ -159,15 +168,16 @@ def build_cases(cases_per_task: dict[str, int] | None = None) -> list[SuiteCase]
                     {"question": question, "expected": answer},
                     {"question": second_q, "expected": second_a},
                 ]
+            elif task == "caption":  # asked with the task's own question (lmms-eval's COCO caption prompt)
+                data["expected"] = [word for shape in example.scenes[0].shapes for word in (shape.colour, shape.kind)]
+            elif task == "grounding":
+                assert example.label is not None and example.box is not None
+                data["refer"] = example.label
+                data["box"] = list(example.box)
             else:
                 data["question"] = question
-                if task == "caption":
-                    mirror = mirror_caption(answer)
-                    data["expected"] = [answer, mirror] if mirror else answer
-                elif task in ("colour", "shape", "count", "position"):
+                if task in ("colour", "shape", "count", "position"):
                     data["answers"] = _vqa_answers(task, answer, rng)
-                elif task == "grounding":
-                    data["box"] = list(example.box)
                 else:
                     data["expected"] = answer
             out.append(SuiteCase(task, example, data, names))
@@ -200,38 +210,41 @@ def write_suite(cases: Sequence[SuiteCase], root: Path, left_out: dict[str, list
         (root / filename).write_text(GENERATED + text)
 
 
-def _turn_specs(case: SuiteCase) -> list[tuple[str, Any, dict, float]]:
-    """(scorer, reference, options, threshold) per turn, as the plugin reads them."""
-    _, _, defaults = SUITE_FILES[case.task]
-    if "turns" in case.data:
-        return [
-            (t.get("scorer", defaults["scorer"]), t["expected"], t.get("options", {}),
-             t.get("threshold", defaults["threshold"]))
-            for t in case.data["turns"]
-        ]  # fmt: skip
-    key = {"vqa_accuracy": "answers", "iou": "box"}.get(defaults["scorer"], "expected")
-    return [(defaults["scorer"], case.data[key], {}, defaults["threshold"])]
+def _sent(case: SuiteCase) -> Example:
+    """The example with the questions the plugin sends for its case (captions: the task's own question)."""
+    sent = sent_example(case.example)
+    if case.task == "caption":
+        sent = dataclasses.replace(sent, turns=((CAPTION_PROMPT, sent.turns[0][1]),))
+    return sent
 
 
 def measure(model_dir: Path, cases: Sequence[SuiteCase]) -> dict[str, tuple[bool, list[str]]]:
-    """Run every case on `model_dir` like the plugin does: {case id: (passed, answers)}."""
+    """Run every case on `model_dir` as the plugin does (the sent prompts; each turn scored by the case's own
+    scorer after its answer extraction): {case id: (passed, answers)}."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from pytest_vleval import scoring
     from pytest_vleval.builtin.train import generate_answers
+    from pytest_vleval.cases.fields import Where, parse_turn
+    from pytest_vleval.scoring.extract import extract, pipeline_for
 
     torch.set_num_threads(2)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    answers = generate_answers(model, processor, [c.example for c in cases])
+    answers = generate_answers(model, processor, [_sent(c) for c in cases])
     results = {}
     for case, case_answers in zip(cases, answers, strict=True):
         sizes = tuple(im.size for im in case.example.images)
+        _, _, defaults = SUITE_FILES[case.task]
+        raw_turns = case.data.get("turns") or [case.data]
         ok = True
-        for (name, ref, options, threshold), answer in zip(_turn_specs(case), case_answers, strict=True):
-            result = scoring.score(name, answer, ref, options, scoring.ScoreContext(image_sizes=sizes))
-            ok = ok and result.score >= threshold
+        for raw, answer in zip(raw_turns, case_answers, strict=True):
+            turn = parse_turn(raw, {**defaults, **raw}, Where(Path(f"{case.task}.yaml"), case.data["id"]))
+            context = scoring.ScoreContext(image_sizes=sizes, refer=turn.question if turn.refer else None)
+            scored_text = extract(answer, pipeline_for(turn.scorer, turn.answer_steps, turn.options))
+            result = scoring.score(turn.scorer, scored_text, turn.reference, turn.options, context)
+            ok = ok and result.score >= turn.threshold
         results[case.data["id"]] = (ok, case_answers)
     return results
 

@@ -38,6 +38,7 @@ from pytest_vleval.builtin.render import (
     to_qwen_grid,
     with_article,
 )
+from pytest_vleval.cases.prompts import TASK_PROMPTS
 
 __all__ = [
     "BACKGROUND",
@@ -120,7 +121,10 @@ def _caption(rng: random.Random, size: int) -> _Made:
     else:
         r1, r2 = rng.choice([("left", "right"), ("top", "bottom")])
         scene = random_shapes(rng, size, [(k1, c1, r1), (k2, c2, r2)])
-    q = _pick(rng, ("Describe the image.", "Describe the image briefly.", "What is in the image?"))
+    # Drawn after the scene, so the choice of wording never changes an image. The bundled suite and golden set
+    # ask with lmms-eval's COCO caption prompt (cases/prompts.py), drawn most often here.
+    coco = TASK_PROMPTS["caption"].question
+    q = _pick(rng, (coco, coco, "Describe the image.", "Describe the image briefly.", "What is in the image?"))
     return _Made((scene,), ((q, caption(scene)),))
 
 

@@ -44,6 +44,7 @@ from pytest_vleval.builtin.train_data import (
     check_training_text,
     corpus,
     messages_for,
+    sent_example,
 )
 
 __all__ = ["MODEL_CONFIG", "TASK_WEIGHTS", "evaluate", "generate_answers", "messages_for", "score", "train"]
@@ -133,7 +134,7 @@ def evaluate(
     model.eval()
     results = {}
     for task in tasks:
-        examples = [make_example(task, HELD_OUT_SEED_BASE + 10**6 + i, size) for i in range(n_per_task)]
+        examples = [sent_example(make_example(task, HELD_OUT_SEED_BASE + 10**6 + i, size)) for i in range(n_per_task)]
         answers = generate_answers(model, processor, examples)
         results[task] = sum(score(e, a) for e, a in zip(examples, answers, strict=True)) / n_per_task
     return results

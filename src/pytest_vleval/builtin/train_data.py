@@ -3,15 +3,29 @@ seeded batches, and the dense auxiliary targets of the vision tokens (``train.py
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_vleval.backends.families import ADAPTERS
 from pytest_vleval.builtin import scenes
 from pytest_vleval.builtin.scenes import TASKS, Example, make_example
+from pytest_vleval.cases.prompts import task_prompt
 
-__all__ = ["TASK_WEIGHTS", "Batches", "answer_labels", "aux_heads", "aux_loss", "aux_targets", "corpus", "messages_for"]
+__all__ = [
+    "SUITE_TASKS",
+    "TASK_WEIGHTS",
+    "Batches",
+    "answer_labels",
+    "aux_heads",
+    "aux_loss",
+    "aux_targets",
+    "corpus",
+    "messages_for",
+    "sent_example",
+]
 
 # How often each task is drawn: harder tasks (long or numeric answers) more often.
 TASK_WEIGHTS: dict[str, float] = {
@@ -26,7 +40,43 @@ TASK_WEIGHTS: dict[str, float] = {
     "dialogue": 1.0,
     "grounding": 2.0,
 }
+_QWEN3 = next(adapter for adapter in ADAPTERS if adapter.name == "Qwen3-VL")
 _TRAIN_SEED_STRIDE = 1_000_000_000  # training seed S draws example seeds S*stride + i, all below the held-out base
+
+
+# The bundled suite's `task:` for each scene task: its questions carry that task's format instruction.
+SUITE_TASKS: dict[str, str] = {
+    "caption": "caption",
+    "colour": "vqa",
+    "shape": "vqa",
+    "count": "count",
+    "position": "vqa",
+    "ocr": "ocr",
+    "chart": "chart",
+    "multi_image": "multi_image",
+    "dialogue": "vqa",
+    "grounding": "grounding",
+}
+# A quarter of the training examples keep the bare question, so a user's case without a task still gets answers.
+BARE_SHARE = 0.25
+
+
+def sent_example(example: Example) -> Example:
+    """`example` with the questions the plugin sends for the bundled suite's case of it: the task's format
+    instruction (``cases/prompts.py``) after each question, grounding as Qwen3-VL's referring prompt."""
+    turns: tuple[tuple[str, str], ...]
+    if example.task == "grounding":
+        assert example.label is not None
+        turns = ((_QWEN3.refer_prompt(example.label), example.turns[0][1]),)
+    else:
+        task = SUITE_TASKS[example.task]
+        turns = tuple((task_prompt(task, q), a) for q, a in example.turns)
+    return dataclasses.replace(example, turns=turns)
+
+
+def is_bare(example: Example) -> bool:
+    """Whether training shows `example` with its bare question (a fixed draw per task and seed)."""
+    return random.Random(f"bare/{example.task}/{example.seed}").random() < BARE_SHARE
 
 
 def messages_for(n_images: int, history: Sequence[tuple[str, str]], question: str) -> list[dict]:
@@ -59,7 +109,7 @@ def corpus(n_per_task: int = 400, seed: int = 0) -> list[str]:
     for task in TASKS:
         for i in range(n_per_task):
             example = make_example(task, seed * _TRAIN_SEED_STRIDE + 10**8 + i)
-            for q, a in example.turns:
+            for q, a in (*example.turns, *sent_example(example).turns):
                 texts += [q, a]
     return texts
 
@@ -102,7 +152,8 @@ class Batches:
     def examples(self) -> list[Example]:
         out = []
         for task in self.rng.choices(self.tasks, self.weights, k=self.batch_size):
-            out.append(make_example(task, self.next_seed[task], self.size))
+            example = make_example(task, self.next_seed[task], self.size)
+            out.append(example if is_bare(example) else sent_example(example))
             self.next_seed[task] += 1
         return out
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vleval.cases.fields import (
+    PROMPT_KEYS,
     REFERENCE_KEYS,
     CaseFileError,
     Turn,
@@ -32,11 +33,13 @@ __all__ = ["CASE_KEYS", "Case", "CaseFile", "CaseFileError", "Turn", "load_case_
 ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 # Keys a case (or `defaults`) may set; "turns" entries accept TURN_KEYS.
+# Keys a turn takes from its case (and the case from `defaults`) unless it sets its own.
+TURN_SETTINGS = ("scorer", "threshold", "options", "answer", *PROMPT_KEYS)
 SHARED_KEYS = frozenset(
-    {"scorer", "threshold", "options", "max_new_tokens", "tags", "skip", "xfail", "system", "fixtures"}
+    {*TURN_SETTINGS, "max_new_tokens", "tags", "skip", "xfail", "system", "fixtures", "min_pixels", "max_pixels"}
 )
-CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "turns", *REFERENCE_KEYS}
-TURN_KEYS = frozenset({"question", "scorer", "threshold", "options", *REFERENCE_KEYS})
+CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "refer", "turns", *REFERENCE_KEYS}
+TURN_KEYS = frozenset({"question", "refer", *TURN_SETTINGS, *REFERENCE_KEYS})
 TOP_KEYS = frozenset({"defaults", "cases", "description"})
 
 
@@ -53,6 +56,8 @@ class Case:
     skip: str | None = None
     xfail: str | None = None
     system: str | None = None
+    min_pixels: int | None = None  # image resolution limits for this case (None: the run's, else the model's)
+    max_pixels: int | None = None
 
     @property
     def is_dialogue(self) -> bool:
@@ -124,6 +129,7 @@ def _case(
     if max_new is not None and (isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1):
         raise where.error("max_new_tokens", f"expected a positive integer, got {max_new!r}")
     system = settings.get("system")
+    min_pixels, max_pixels = _pixels(settings, where)
     return Case(
         id=case_id,
         path=path,
@@ -136,19 +142,34 @@ def _case(
         skip=reason(settings, "skip", where),
         xfail=reason(settings, "xfail", where),
         system=text(system, where, "system") if system is not None else None,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
     )
+
+
+def _pixels(settings: Mapping[str, Any], where: Where) -> tuple[int | None, int | None]:
+    values = []
+    for key in ("min_pixels", "max_pixels"):
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise where.error(key, f"expected a positive number of pixels (e.g. {256 * 28 * 28}), got {value!r}")
+        values.append(value)
+    low, high = values
+    if low is not None and high is not None and low > high:
+        raise where.error("min_pixels", f"min_pixels {low} is above max_pixels {high}")
+    return low, high
 
 
 def _turns(raw: Mapping[str, Any], settings: Mapping[str, Any], where: Where) -> tuple[Turn, ...]:
     if "turns" not in raw:
         return (parse_turn(raw, settings, where),)
-    for key in ("question", *REFERENCE_KEYS):
+    for key in ("question", "refer", *REFERENCE_KEYS):
         if key in raw:
             raise where.error(key, "a case with turns puts its questions and answers inside the turns")
     raw_turns = raw["turns"]
     if not isinstance(raw_turns, list) or not raw_turns:
         raise where.error("turns", "expected a non-empty list of {question, expected} turns")
-    shared = {k: v for k, v in settings.items() if k in ("scorer", "threshold", "options")}
+    shared = {k: v for k, v in settings.items() if k in TURN_SETTINGS}
     turns = []
     for n, raw_turn in enumerate(raw_turns, start=1):
         if not isinstance(raw_turn, Mapping):

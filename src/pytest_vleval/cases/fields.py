@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_vleval.cases.checks import YAML_BOOLEAN_HINT, closest
+from pytest_vleval.cases.prompts import QUESTION_SLOT, TASK_PROMPTS, PromptSpec
 from pytest_vleval.scoring.base import Scorer
+from pytest_vleval.scoring.extract import validate_steps
 from pytest_vleval.scoring.registry import SCORERS, get_scorer, validate_reference
 from pytest_vleval.scoring.vqa import vqa_accuracy
 
 __all__ = [
+    "PROMPT_KEYS",
     "REFERENCE_KEYS",
     "CaseFileError",
     "Turn",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 REFERENCE_KEYS = ("expected", "answers", "box")
+PROMPT_KEYS = ("task", "pre_prompt", "post_prompt", "prompt")
 
 
 class CaseFileError(Exception):
@@ -35,12 +39,23 @@ class CaseFileError(Exception):
 
 @dataclass(frozen=True)
 class Turn:
-    question: str
+    question: str  # as written in the case; for `refer:` the referring expression
     scorer: str
     reference: tuple[Any, ...]  # accepted answers, 10 human answers, or a box (x1, y1, x2, y2)
     reference_key: str
     threshold: float
     options: Mapping[str, Any] = field(default_factory=dict)
+    prompt: PromptSpec = field(default_factory=PromptSpec)  # the task's instruction around the question
+    refer: bool = False  # `question` is a referring expression: the family words the grounding prompt
+    answer_steps: tuple[str, ...] | None = None  # the case's `answer:` pipeline; None: the scorer's default
+
+    def sent(self, refer_prompt: Callable[[str], str]) -> str:
+        """The text the model is sent; `refer_prompt` is the model family's grounding wording."""
+        return refer_prompt(self.question) if self.refer else self.prompt.render(self.question)
+
+    @property
+    def shown_question(self) -> str:
+        return f"refer: {self.question}" if self.refer else self.question
 
     @property
     def expected_text(self) -> str:
@@ -120,12 +135,60 @@ def _box(value: Any, where: Where) -> tuple[float, ...]:
     return box
 
 
+def prompt_spec(settings: Mapping[str, Any], where: Where, prefix: str = "") -> PromptSpec:
+    """The instruction around a question: the task's default, then the case's own ``pre_prompt`` /
+    ``post_prompt``, or a ``prompt`` template holding ``{question}``."""
+    task = settings.get("task")
+    if task is not None:
+        task = text(task, where, prefix + "task")
+        if task not in TASK_PROMPTS:
+            raise where.error(
+                prefix + "task", f"unknown task {task!r}{suggest(task, TASK_PROMPTS)}; known: {', '.join(TASK_PROMPTS)}"
+            )
+    spec = PromptSpec.for_task(task)
+    pre = text(settings["pre_prompt"], where, prefix + "pre_prompt") if "pre_prompt" in settings else spec.pre
+    post = text(settings["post_prompt"], where, prefix + "post_prompt") if "post_prompt" in settings else spec.post
+    template = settings.get("prompt")
+    if template is not None:
+        template = text(template, where, prefix + "prompt")
+        if QUESTION_SLOT not in template:
+            raise where.error(prefix + "prompt", f"a prompt template must hold {QUESTION_SLOT}, got {template!r}")
+        if "pre_prompt" in settings or "post_prompt" in settings:
+            raise where.error(prefix + "prompt", "give either a prompt template or pre_prompt/post_prompt, not both")
+        return PromptSpec(template=template, task=task)
+    return PromptSpec(pre=pre, post=post, task=task)
+
+
+def _question(data: Mapping[str, Any], settings: Mapping[str, Any], where: Where, prefix: str) -> tuple[str, bool]:
+    """(question or referring expression, whether it is a referring expression)."""
+    if "question" in data and "refer" in data:
+        raise where.error(prefix + "refer", "give either a question or refer (the family words the question)")
+    if "refer" in data:
+        for key in PROMPT_KEYS[1:]:
+            if key in data:
+                raise where.error(prefix + key, "a refer: case is asked in the model family's own grounding words")
+        return text(data["refer"], where, prefix + "refer"), True
+    if "question" in data:
+        return text(data["question"], where, prefix + "question"), False
+    task = settings.get("task")
+    default = TASK_PROMPTS[task].question if isinstance(task, str) and task in TASK_PROMPTS else None
+    if default is None:
+        raise where.error(prefix + "question", "missing (every case or turn asks a question, or refers to an object)")
+    return default, False
+
+
 def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Where, prefix: str = "") -> Turn:
-    """One question and its reference; `settings` holds the scorer, threshold and options that apply to it."""
-    if "question" not in data:
-        raise where.error(prefix + "question", "missing (every case or turn asks a question)")
-    question = text(data["question"], where, prefix + "question")
+    """One question and its reference; `settings` holds the scorer, threshold, options, prompt and answer
+    pipeline that apply to it."""
+    spec = prompt_spec(settings, where, prefix)
+    question, refer = _question(data, settings, where, prefix)
     scorer = _scorer(settings, where, prefix)
+    if refer and scorer.reference != "box":
+        raise where.error(prefix + "scorer", f"a refer: case is scored on its box (scorer 'iou'), not {scorer.name!r}")
+    try:
+        steps = validate_steps(settings.get("answer"))
+    except ValueError as exc:
+        raise where.error(prefix + "answer", str(exc)) from None
     key, reference = _reference(data, scorer, where, prefix)
     threshold = _threshold(settings, scorer, reference, where, prefix)
     options = settings.get("options") or {}
@@ -142,6 +205,9 @@ def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Wher
         reference_key=key,
         threshold=threshold,
         options=dict(options),
+        prompt=spec,
+        refer=refer,
+        answer_steps=steps,
     )
 
 

@@ -94,14 +94,21 @@ class CaseItem(VlItem):
             pytest.skip(f"model {self.spec.label}: {prediction.skipped}")
         convention: str | None = None
         resized: tuple[tuple[int, int], ...] = ()
+        pixels = vl.predictor.asking(self.spec).pixels(self.case)
         if prediction.error is None and any(turn.scorer == "iou" for turn in self.case.turns):
             from pytest_vleval.backends.families import box_context
 
             info = vl.pool.infos.get(self.spec.label)
             convention, resized = box_context(
-                self.spec, self.case.images, info=info, trust_remote_code=vl.options.trust_remote_code
+                self.spec,
+                self.case.images,
+                info=info,
+                trust_remote_code=vl.options.trust_remote_code,
+                pixels=pixels,
             )
-        result = evaluate(self.case, self.spec.label, prediction, box_convention=convention, resized_sizes=resized)
+        result = evaluate(
+            self.case, self.spec.label, prediction, box_convention=convention, resized_sizes=resized, pixels=pixels
+        )
         attach_result(self, "case", result.to_dict())
         if not result.passed:
             pytest.fail(failure_message(self.case, result), pytrace=False)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_vleval.gate.changes import asking_notes
 from pytest_vleval.gate.rules import BENCHMARK_METRICS, Rule
 from pytest_vleval.gate.significance import mcnemar_exact, paired_bootstrap
 from pytest_vleval.gate.units import HIGHER, METRICS, change_text, format_value
@@ -262,6 +263,7 @@ def _notes(
         notes.append("the baseline ran on another machine or device: latency and memory changes are indicative only")
     if current.get("run", {}).get("xdist") and any(m.get("benchmark") for m, _ in pairs):
         notes.append("latency was measured in parallel xdist workers: run --vl-benchmark without -n to gate it")
+    notes.extend(asking_notes(baseline, current, pairs))
     return notes
 
 

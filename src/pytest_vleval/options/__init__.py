@@ -95,6 +95,8 @@ class VlOptions:
     refresh: bool = False
     check_batch_invariance: bool = False
     quantization: str = "none"  # backends/precision.QUANTIZATIONS: bitsandbytes weights on a CUDA GPU
+    min_pixels: int | None = None  # image resolution limits (None: the model's own); a case file's win
+    max_pixels: int | None = None
     record: RecordOptions = field(default_factory=RecordOptions)
     bench: BenchOptions = field(default_factory=BenchOptions)
     report: ReportOptions = field(default_factory=ReportOptions)

@@ -87,6 +87,22 @@ FLAGS: tuple[Flag, ...] = (
         ini_default=str(DEFAULT_MAX_NEW_TOKENS),
     ),
     Flag(
+        "--vl-min-pixels",
+        "Smallest image area in pixels a model is given (a case file's min_pixels wins): Qwen-VL family "
+        "processors take it as their min_pixels; other models get an aspect-preserving upscale. "
+        + _default("vl_min_pixels", "the model's own"),
+        metavar="N",
+        ini="vl_min_pixels",
+    ),
+    Flag(
+        "--vl-max-pixels",
+        "Largest image area in pixels a model is given, e.g. 1003520 (1280 * 28 * 28): Qwen-VL family processors "
+        "take it as their max_pixels; other models get an aspect-preserving downscale. "
+        + _default("vl_max_pixels", "the model's own"),
+        metavar="N",
+        ini="vl_max_pixels",
+    ),
+    Flag(
         "--vl-batch-size",
         "Cases generated together in one batch (greedy answers do not depend on it). "
         + _default("vl_batch_size", "auto (8 on CPU, 16 on GPU)"),

@@ -110,10 +110,22 @@ def parse_options(config: pytest.Config) -> VlOptions:
         refresh=bool(config.getoption("vl_refresh")),
         check_batch_invariance=bool(config.getoption("vl_check_batch_invariance")),
         quantization=quantization,
+        min_pixels=_pixels(config, "vl_min_pixels", "--vl-min-pixels"),
+        max_pixels=_pixels(config, "vl_max_pixels", "--vl-max-pixels"),
         record=_record_options(config),
         bench=_bench_options(config),
         report=_report_options(config),
     )
+
+
+def _pixels(config: pytest.Config, dest: str, flag: str) -> int | None:
+    raw = _value(config, dest, dest)
+    if not raw or raw == "None":
+        return None
+    value = integer(raw, flag)
+    if value < 1:
+        raise pytest.UsageError(f"{flag}={raw!r}: expected a positive number of pixels, e.g. {1280 * 28 * 28}")
+    return value
 
 
 def _request_timeout(config: pytest.Config) -> float:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pytest_vleval.backends.base import backend_type
 from pytest_vleval.predict.cache import CACHE_FORMAT, AnswerCache, sha256_text
@@ -197,16 +197,25 @@ def accelerator(device: str) -> str:
     return device
 
 
-def case_fingerprint(case: Case, max_new_tokens: int, file_hash: Callable[[Path], str]) -> str:
-    """Everything of a case that reaches the model. Earlier answers follow from the questions before them."""
-    return _digest(
-        {
-            "images": [file_hash(p) for p in case.images],
-            "system": case.system,
-            "questions": [t.question for t in case.turns],
-            "max_new_tokens": max_new_tokens,
-        }
-    )
+def case_fingerprint(
+    case: Case,
+    max_new_tokens: int,
+    file_hash: Callable[[Path], str],
+    questions: Sequence[str],
+    pixels: tuple[int | None, int | None] = (None, None),
+) -> str:
+    """Everything of a case that reaches the model: its images, the text of each turn as sent (format
+    instructions and the family's grounding wording included) and the image-resolution limits. Earlier answers
+    follow from the questions before them."""
+    fields: dict[str, Any] = {
+        "images": [file_hash(p) for p in case.images],
+        "system": case.system,
+        "questions": list(questions),
+        "max_new_tokens": max_new_tokens,
+    }
+    if pixels != (None, None):  # absent when unset, so keys made before pixel limits existed still match
+        fields["pixels"] = list(pixels)
+    return _digest(fields)
 
 
 def third_party_loaders(config: pytest.Config) -> bool:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pytest_vleval.backends.base import Backend, Conversation, GenerationFailure, UnsupportedConversation
+from pytest_vleval.backends.base import Backend, GenerationFailure, UnsupportedConversation
 from pytest_vleval.cases.casefile import Case
+from pytest_vleval.predict.asking import Asking
 from pytest_vleval.predict.pool import free_accelerator_memory, is_out_of_memory
 
-__all__ = ["BatchGeneration", "InvarianceDifference", "Prediction", "check_invariance", "conversation"]
+__all__ = ["BatchGeneration", "InvarianceDifference", "Prediction", "check_invariance"]
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Prediction:
     cached: bool = False  # read from the answer cache (seconds is then 0)
     batch_size: int = 0  # the size of the batch its first turn was generated in
     skipped: str | None = None  # the model's family cannot take this case (UnsupportedConversation)
+    prompts: list[str] = field(default_factory=list)  # each turn's text as sent
+    vision_tokens: int | None = None  # the case's images as tokens in the first turn's prompt, if the backend says
 
 
 @dataclass
@@ -47,23 +50,13 @@ class InvarianceDifference:
         )
 
 
-def conversation(case: Case, turn: int, answers: list[str], max_new_tokens: int) -> Conversation:
-    """Turn `turn` of `case`, after the model's own answers to the turns before it."""
-    return Conversation(
-        images=case.images,
-        question=case.turns[turn].question,
-        history=tuple((case.turns[i].question, answers[i]) for i in range(turn)),
-        system=case.system,
-        max_new_tokens=max_new_tokens,
-    )
-
-
 class BatchGeneration:
     """One batch of cases generated on `backend`; what happened is left on the object for the caller's stats."""
 
-    def __init__(self, backend: Backend, max_new_tokens: Callable[[Case], int]) -> None:
+    def __init__(self, backend: Backend, max_new_tokens: Callable[[Case], int], asking: Asking | None = None) -> None:
         self.backend = backend
         self.max_new_tokens = max_new_tokens
+        self.asking = asking or Asking()
         self.largest_ok = 0  # largest generate call that succeeded
         self.oom_size: int | None = None  # largest generate call that ran out of memory
 
@@ -87,13 +80,7 @@ class BatchGeneration:
             last = len(case.turns) - 1
             if last < 1:
                 continue
-            probe = Conversation(
-                images=case.images,
-                question=case.turns[last].question,
-                history=tuple((t.question, "") for t in case.turns[:last]),
-                system=case.system,
-                max_new_tokens=self.max_new_tokens(case),
-            )
+            probe = self.asking.probe(case, self.max_new_tokens(case))
             reason = self.backend.unsupported(probe)
             if reason:
                 prediction = predictions[id(case)]
@@ -104,7 +91,9 @@ class BatchGeneration:
         if not cases:
             return
         label = self.backend.spec.label
-        conversations = [conversation(c, turn, predictions[id(c)].answers, self.max_new_tokens(c)) for c in cases]
+        conversations = [
+            self.asking.conversation(c, turn, predictions[id(c)].answers, self.max_new_tokens(c)) for c in cases
+        ]
         failure: str | None = None
         out_of_memory = False
         try:
@@ -153,6 +142,7 @@ def check_invariance(
     cases: list[Case],
     predictions: dict[int, Prediction],
     max_new_tokens: Callable[[Case], int],
+    asking: Asking | None = None,
 ) -> tuple[int, list[InvarianceDifference]]:
     """Regenerate each case alone; a case whose answers differ fails, scored on its batch-1 answers.
     Returns (cases checked, differences)."""
@@ -162,7 +152,7 @@ def check_invariance(
         batched = predictions[id(case)]
         if batched.error is not None:
             continue
-        reference = BatchGeneration(backend, max_new_tokens).run([case], 1)[id(case)]
+        reference = BatchGeneration(backend, max_new_tokens, asking).run([case], 1)[id(case)]
         if reference.error is not None:
             continue
         checked += 1

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_vleval.backends.base import Backend, ModelSpec
 from pytest_vleval.cases.casefile import Case
+from pytest_vleval.predict.asking import Asking
 from pytest_vleval.predict.generation import (
     BatchGeneration,
     InvarianceDifference,
     Prediction,
     check_invariance,
-    conversation,
 )
 from pytest_vleval.predict.pool import ModelPool
+from pytest_vleval.predict.runs import ModelRun, difference_entry
 
 if TYPE_CHECKING:
     import pytest
@@ -42,36 +42,6 @@ SORT_WINDOW_BATCHES = 4
 
 def case_key(label: str, case: Case) -> CaseKey:
     return (label, str(case.path), case.id)
-
-
-@dataclass
-class ModelRun:
-    """What the prediction pass did for one model, for the progress bar and the summary."""
-
-    total: int = 0  # cases planned
-    cached: int = 0
-    generated: int = 0
-    batches: int = 0
-    seconds: float = 0.0  # spent generating
-    failed: list[str] = field(default_factory=list)  # "file::case: reason" of cases the model failed
-    oom_batch: int | None = None  # a batch size that ran out of memory
-    batch_cap: int | None = None  # the largest size that fitted after it
-
-    @property
-    def done(self) -> int:
-        return self.cached + self.generated
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "planned": self.total,
-            "cached": self.cached,
-            "generated": self.generated,
-            "batches": self.batches,
-            "seconds": self.seconds,
-            "failed": list(self.failed),
-            "oom_batch": self.oom_batch,
-            "batch_cap": self.batch_cap,
-        }
 
 
 class BatchPredictor:
@@ -94,6 +64,7 @@ class BatchPredictor:
         progress: PredictionProgress | None = None,
         check_invariance: bool = False,
         cache_off_reason: str | None = None,
+        pixels: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self.pool = pool
         self._batch_size = batch_size
@@ -103,6 +74,8 @@ class BatchPredictor:
         self.progress = progress
         self.check_invariance = check_invariance
         self.cache_off_reason = cache_off_reason
+        self.pixels = pixels
+        self._asking: dict[str, Asking] = {}
         self._queue: dict[str, list[Case]] = {}
         self._position: dict[CaseKey, int] = {}
         self._done: dict[CaseKey, Prediction] = {}
@@ -142,11 +115,22 @@ class BatchPredictor:
                 if self.progress is not None:
                     self.progress.clear()
         prediction = self._done[key]
+        prediction.prompts = list(self.asking(spec).questions(case))
         if prediction.cached and key not in self._served:
             # Counted when a test asks for it: an xdist worker reads cached answers of cases another worker runs.
             self._served.add(key)
             self._run_of(spec.label).cached += 1
         return prediction
+
+    def asking(self, spec: ModelSpec) -> Asking:
+        """How `spec` is asked, fixed at its first use in the run: its family (from the loaded backend, else
+        from its files without loading it; generic when neither says) and the run's pixel limits."""
+        if spec.label not in self._asking:
+            from pytest_vleval.backends.families import family_for
+
+            family = family_for(spec, self.pool.infos.get(spec.label))
+            self._asking[spec.label] = Asking(family, *self.pixels)
+        return self._asking[spec.label]
 
     def _run_of(self, label: str) -> ModelRun:
         return self.runs.setdefault(label, ModelRun())
@@ -169,12 +153,15 @@ class BatchPredictor:
             self._image_hashes[name] = self.cache.file_hash(path)  # type: ignore[arg-type]
         return self._image_hashes[name]
 
-    def _case_fingerprint(self, label: str, case: Case) -> str:
+    def _case_fingerprint(self, spec: ModelSpec, case: Case) -> str:
         from pytest_vleval.predict.fingerprints import case_fingerprint
 
-        key = case_key(label, case)
+        key = case_key(spec.label, case)
         if key not in self._case_fingerprints:
-            self._case_fingerprints[key] = case_fingerprint(case, self._max_new_tokens(case), self._image_hash)
+            asking = self.asking(spec)
+            self._case_fingerprints[key] = case_fingerprint(
+                case, self._max_new_tokens(case), self._image_hash, asking.questions(case), asking.pixels(case)
+            )
         return self._case_fingerprints[key]
 
     def _lookup(self, spec: ModelSpec, model: ModelFingerprint, cases: Sequence[Case]) -> int:
@@ -185,12 +172,14 @@ class BatchPredictor:
             if key in self._done:
                 continue
             try:
-                fingerprint = self._case_fingerprint(spec.label, case)
+                fingerprint = self._case_fingerprint(spec, case)
             except OSError:
                 continue  # an unreadable image fails at generation, with the backend's message
             entry = self.cache.get(model, fingerprint, len(case.turns))
             if entry is not None:
-                self._done[key] = Prediction(answers=list(entry["answers"]), cached=True)
+                tokens = entry.get("vision_tokens")
+                tokens = tokens if isinstance(tokens, int) else None
+                self._done[key] = Prediction(answers=list(entry["answers"]), cached=True, vision_tokens=tokens)
                 found += 1
         return found
 
@@ -263,8 +252,11 @@ class BatchPredictor:
         Answers do not depend on the batch (greedy decoding, left padding), so the order is free to choose.
         A backend that cannot measure its inputs (``input_length`` gives None) keeps the run order.
         """
+        asking = self.asking(backend.spec)
         try:
-            measured = {id(c): backend.input_length(conversation(c, 0, [], self._max_new_tokens(c))) for c in cases}
+            measured = {
+                id(c): backend.input_length(asking.conversation(c, 0, [], self._max_new_tokens(c))) for c in cases
+            }
         except Exception:
             return cases
         if any(length is None for length in measured.values()):
@@ -276,15 +268,16 @@ class BatchPredictor:
         run = self._run_of(spec.label)
         if self.progress is not None:
             self.progress.update(spec.label, run, busy=len(cases))
+        asking = self.asking(spec)  # before the clock: finding the family may read the model's files
         started = time.perf_counter()
         self.batches.append(len(cases))
-        generation = BatchGeneration(backend, self._max_new_tokens)
+        generation = BatchGeneration(backend, self._max_new_tokens, asking)
         predictions = generation.run(cases, len(cases))
         if generation.oom_size is not None:
             run.oom_batch = max(run.oom_batch or 0, generation.oom_size)
             run.batch_cap = max(1, min(generation.largest_ok or 1, len(cases) - 1))
         if self.check_invariance and len(cases) > 1:
-            checked, differences = check_invariance(backend, cases, predictions, self._max_new_tokens)
+            checked, differences = check_invariance(backend, cases, predictions, self._max_new_tokens, asking)
             self.invariance_checked += checked
             self.invariance_differences.extend(differences)
         elapsed = time.perf_counter() - started
@@ -292,6 +285,7 @@ class BatchPredictor:
         for case in cases:
             prediction = predictions[id(case)]
             prediction.seconds = elapsed / len(cases)
+            prediction.vision_tokens = _vision_tokens(backend, asking, case, self._max_new_tokens(case))
             self._done[case_key(spec.label, case)] = prediction
             if prediction.error is not None and prediction.skipped is None:
                 run.failed.append(f"{case.path.name}::{case.id}: {prediction.error.splitlines()[0]}")
@@ -308,7 +302,7 @@ class BatchPredictor:
         info = backend.info or {}
         self.cache.put(
             model,
-            self._case_fingerprint(spec.label, case),
+            self._case_fingerprint(spec, case),
             {
                 "model": spec.label,
                 "source": spec.source,
@@ -319,6 +313,7 @@ class BatchPredictor:
                 "batch_size": prediction.batch_size,
                 "device": str(info.get("device", "")),
                 "dtype": str(info.get("dtype", "")),
+                "vision_tokens": prediction.vision_tokens,
             },
         )
 
@@ -346,16 +341,12 @@ class BatchPredictor:
         return {"models": models, "cache": cache, "invariance": invariance}
 
 
-def difference_entry(difference: InvarianceDifference) -> dict[str, Any]:
-    got, want = difference.answers_at_turn()
-    return {
-        "model": difference.label,
-        "case": f"{difference.case.path.name}::{difference.case.id}",
-        "turn": difference.turn + 1,
-        "batch_size": difference.batch_size,
-        "batched": got,
-        "alone": want,
-    }
+def _vision_tokens(backend: Backend, asking: Asking, case: Case, max_new_tokens: int) -> int | None:
+    """The backend's count of the case's image tokens, or None (unknown, or it could not say)."""
+    try:
+        return backend.vision_tokens(asking.conversation(case, 0, [], max_new_tokens))
+    except Exception:
+        return None
 
 
 def make_predictor(
@@ -380,4 +371,5 @@ def make_predictor(
         progress=progress.for_config(config),
         check_invariance=options.check_batch_invariance,
         cache_off_reason=None if cache is not None else "--vl-no-cache",
+        pixels=(options.min_pixels, options.max_pixels),
     )

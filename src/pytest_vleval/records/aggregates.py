@@ -59,6 +59,8 @@ def aggregate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "failed": n - passed,
         "errors": sum(c.get("error") is not None for c in cases),
         "parse_failures": sum(bool(t.get("parse_failed")) for c in cases for t in c.get("turns", [])),
+        # Failed turns with the right content in the wrong form (scoring/diagnosis.py), apart from wrong answers.
+        "format_failures": sum(bool(t.get("format_issue")) for c in cases for t in c.get("turns", [])),
         "accuracy": passed / n if n else None,
         "mean_score": sum(float(c["score"]) for c in cases) / n if n else None,
     }
@@ -79,6 +81,7 @@ def scorer_aggregates(cases: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
             "pass_rate": passed / len(ts),
             "mean_score": sum(float(t["score"]) for t in ts) / len(ts),
             "parse_failures": sum(bool(t.get("parse_failed")) for t in ts),
+            "format_failures": sum(bool(t.get("format_issue")) for t in ts),
         }
     return out
 

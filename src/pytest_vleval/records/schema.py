@@ -76,9 +76,15 @@ def case_entry(
                 "passed": bool(t["passed"]),
                 "detail": t.get("detail", ""),
                 "parse_failed": bool(t.get("parse_failed", False)),
+                "prompt": t.get("prompt", t["question"]),
+                "extracted": t.get("extracted", t["answer"]),
+                "answer_steps": list(t.get("answer_steps", [])),
+                "format_issue": t.get("format_issue"),
             }
             for t in result.get("turns", [])
         ],
+        "vision_tokens": result.get("vision_tokens"),
+        "pixels": result.get("pixels", [None, None]),
     }
 
 

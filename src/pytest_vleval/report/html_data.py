@@ -277,6 +277,11 @@ def _answer_row(model: str, case: Mapping[str, Any], before: _Before | None, exa
                 "passed": t.get("passed"),
                 "score": float(t.get("score", 0)),
                 "detail": t.get("detail"),
+                # What the scorer compared, when extraction changed it; the text sent, when it was not the
+                # question as written (a format instruction, a family's grounding words); a format diagnosis.
+                "extracted": t["extracted"] if t.get("extracted") not in (None, t.get("answer")) else None,
+                "sent": t["prompt"] if t.get("prompt") not in (None, t.get("question")) else None,
+                "format_issue": t.get("format_issue"),
             }
             for t in case.get("turns", [])
         ],

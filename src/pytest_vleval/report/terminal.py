@@ -129,6 +129,8 @@ def _model_lines(
             failures = sum(bool(t.get("parse_failed")) for t in kept)
             if failures:
                 extra += f", {kind} parse failures: {failures}/{len(kept)}"
+        if aggregate.get("format_failures"):
+            extra += f", format failures: {aggregate['format_failures']} (right content, wrong form)"
         lines.append(
             f"  {shown.get(suite, suite):<{width}}  {aggregate['passed']:>3}/{aggregate['cases']:<3} passed"
             f"  mean score {float(aggregate['mean_score']):.3f}{extra}"

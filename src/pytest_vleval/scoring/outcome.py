@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_vleval.backends.families import strip_thinking
 from pytest_vleval.cases.casefile import Case
 from pytest_vleval.predict.generation import Prediction
 from pytest_vleval.scoring.base import ScoreContext
+from pytest_vleval.scoring.diagnosis import format_issue
+from pytest_vleval.scoring.extract import extract, pipeline_for
 from pytest_vleval.scoring.registry import score
 
 
@@ -24,6 +25,10 @@ class TurnResult:
     passed: bool
     detail: str = ""
     parse_failed: bool = False
+    prompt: str = ""  # the text sent (the question with its format instruction, or the family's refer: wording)
+    extracted: str = ""  # the answer the scorer compared, after the `answer_steps`
+    answer_steps: list[str] = field(default_factory=list)
+    format_issue: str | None = None  # the right content in the wrong form (see scoring/diagnosis.py)
 
 
 @dataclass
@@ -36,6 +41,8 @@ class CaseResult:
     error: str | None = None
     seconds: float = 0.0
     cached: bool = False  # the answers came from the answer cache (then `seconds` is 0)
+    vision_tokens: int | None = None  # the images as prompt tokens, where the backend can count them
+    pixels: list[int | None] = field(default_factory=lambda: [None, None])  # case-level [min, max] limits
 
     @property
     def passed(self) -> bool:
@@ -59,6 +66,8 @@ class CaseResult:
             "error": self.error,
             "seconds": self.seconds,
             "cached": self.cached,
+            "vision_tokens": self.vision_tokens,
+            "pixels": list(self.pixels),
             "passed": self.passed,
             "score": self.score,
         }
@@ -81,9 +90,11 @@ def evaluate(
     *,
     box_convention: str | None = None,
     resized_sizes: tuple[tuple[int, int], ...] = (),
+    pixels: tuple[int | None, int | None] = (None, None),
 ) -> CaseResult:
-    """Score each turn's answer. `box_convention` and `resized_sizes` (the model-input size of each image,
-    for conventions in input pixels) say how the model writes boxes (see families.box_context)."""
+    """Score each turn's answer after its extraction steps (``scoring/extract.py``). `box_convention` and
+    `resized_sizes` (the model-input size of each image, for conventions in input pixels) say how the model
+    writes boxes (see families.box_context); `pixels` are the case's effective resolution limits."""
     result = CaseResult(
         model=model,
         file=str(case.path),
@@ -92,26 +103,39 @@ def evaluate(
         error=prediction.error,
         seconds=prediction.seconds,
         cached=prediction.cached,
+        vision_tokens=prediction.vision_tokens,
+        pixels=list(pixels),
     )
-    context = None
-    for turn, answer in zip(case.turns, prediction.answers, strict=False):
-        if turn.scorer == "iou" and context is None:
+    sizes: tuple[tuple[int, int], ...] | None = None
+    for n, (turn, answer) in enumerate(zip(case.turns, prediction.answers, strict=False)):
+        context = ScoreContext()
+        if turn.scorer == "iou":
+            sizes = sizes if sizes is not None else _image_sizes(case)
             context = ScoreContext(
-                image_sizes=_image_sizes(case), box_convention=box_convention, resized_sizes=resized_sizes
+                image_sizes=sizes,
+                box_convention=box_convention,
+                resized_sizes=resized_sizes,
+                refer=turn.question if turn.refer else None,
             )
-        cleaned = strip_thinking(answer)
-        scored = score(turn.scorer, cleaned, turn.reference, turn.options, context or ScoreContext())
+        steps = pipeline_for(turn.scorer, turn.answer_steps, turn.options)
+        extracted = extract(answer, steps)
+        scored = score(turn.scorer, extracted, turn.reference, turn.options, context)
+        passed = scored.score >= turn.threshold
         result.turns.append(
             TurnResult(
-                question=turn.question,
+                question=turn.shown_question,
                 expected=turn.expected_text,
                 answer=answer,
                 scorer=turn.scorer,
                 score=float(scored.score),
                 threshold=turn.threshold,
-                passed=scored.score >= turn.threshold,
+                passed=passed,
                 detail=scored.detail,
                 parse_failed=scored.parse_failed,
+                prompt=prediction.prompts[n] if n < len(prediction.prompts) else turn.question,
+                extracted=extracted,
+                answer_steps=list(steps),
+                format_issue=None if passed else format_issue(turn, answer, context),
             )
         )
     return result
@@ -136,18 +160,24 @@ def failure_message(case: Case, result: CaseResult) -> str:
         if prefix:
             lines.append(prefix)
         pad = "    " if prefix else "  "
-        lines.append(f"{pad}{'question:':<10}{turn.question}")
+        lines.append(f"{pad}{'question:':<10}{turn.shown_question}")
+        tr = result.turns[n] if n < len(result.turns) else None
+        if tr is not None and tr.prompt and tr.prompt != turn.question:
+            lines.append(f"{pad}{'sent:':<10}{tr.prompt!r}")
         lines.append(f"{pad}{'expected:':<10}{turn.expected_text}")
-        if n < len(result.turns):
-            tr = result.turns[n]
+        if tr is not None:
             verdict = ">=" if tr.passed else "<"
             lines.append(f"{pad}{'answer:':<10}{tr.answer!r}")
+            if tr.extracted != tr.answer:
+                lines.append(f"{pad}{'scored:':<10}{tr.extracted!r} (after {', '.join(tr.answer_steps)})")
             status = "ok" if tr.passed else "FAILED"
             lines.append(
                 f"{pad}{'score:':<10}{tr.score:.3f} {verdict} threshold {tr.threshold:g} ({tr.scorer}) {status}"
             )
             if tr.detail:
                 lines.append(f"{pad}{'detail:':<10}{tr.detail}")
+            if tr.format_issue:
+                lines.append(f"{pad}{'format:':<10}{tr.format_issue}")
         else:
             lines.append(f"{pad}{'answer:':<10}(not generated)")
     return "\n".join(lines)

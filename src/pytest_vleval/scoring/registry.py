@@ -46,7 +46,9 @@ SCORERS: dict[str, Scorer] = {
             "contains",
             score_contains,
             "expected",
-            "Any expected answer appears in the answer as whole words, case-insensitive. 0/1.",
+            "Any expected answer appears in the answer as whole words, case-insensitive (all: true: every "
+            "expected answer must appear). 0/1.",
+            options=("all",),
         ),
         _scorer(
             "regex",
@@ -99,9 +101,10 @@ SCORERS: dict[str, Scorer] = {
             score_iou,
             "box",
             "IoU of the predicted box (read in the model's box convention, or the case's option "
-            "'convention') with the reference box, original-image pixels xyxy.",
+            "'convention') with the reference box, original-image pixels xyxy. Of several boxes: the one "
+            "labelled as option 'label' says, else the best-labelled match of the referring expression.",
             default_threshold=0.5,
-            options=("convention",),
+            options=("convention", "label"),
         ),
     )
 }
@@ -132,6 +135,8 @@ def _validate_options(scorer: Scorer, options: Mapping[str, Any]) -> None:
         )
     if "flags" in options and options["flags"] not in ("none", "ignorecase"):
         raise ValueError(f"option 'flags' must be 'none' or 'ignorecase', not {options['flags']!r}")
+    if "all" in options and not isinstance(options["all"], bool):
+        raise ValueError(f"option 'all' must be true or false, not {options['all']!r}")
     if "fullmatch" in options and not isinstance(options["fullmatch"], bool):
         raise ValueError(f"option 'fullmatch' must be true or false, not {options['fullmatch']!r}")
     if "mode" in options and options["mode"] not in ("official", "evalai"):
@@ -140,6 +145,8 @@ def _validate_options(scorer: Scorer, options: Mapping[str, Any]) -> None:
         raise ValueError(
             f"option 'convention' must be one of {', '.join(BOX_CONVENTIONS)}, not {options['convention']!r}"
         )
+    if "label" in options and not (isinstance(options["label"], str) and options["label"].strip()):
+        raise ValueError(f"option 'label' must be the label of the box to score, not {options['label']!r}")
     if "tau" in options:
         _check_number_option("tau", options["tau"], low=0.0, high=1.0, low_open=True)
     if "tolerance" in options:

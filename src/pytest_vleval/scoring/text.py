@@ -38,6 +38,11 @@ def score_contains(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
     expected = as_texts(reference)
+    if options.get("all"):
+        missing = [answer for answer in expected if not _contains_pattern(answer).search(prediction)]
+        if not missing:
+            return ScoreResult(1.0, f"found all of {', '.join(map(show, expected))} in the answer")
+        return ScoreResult(0.0, f"{', '.join(map(show, missing))} missing (as words) from {show(prediction)}")
     for answer in expected:
         if answer.strip() and _contains_pattern(answer).search(prediction):
             return ScoreResult(1.0, f"found {show(answer)} in the answer")

@@ -1,0 +1,55 @@
+"""What changed in how the models were asked between a baseline and this run: image-resolution limits and the
+text sent (format instructions, a family's grounding wording). Answers that moved for these reasons did not
+move because of the model, so the comparison says so next to its verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["asking_notes"]
+
+
+def _limits(model: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    pixels = (model.get("backend") or {}).get("pixels")
+    return (pixels.get("min_pixels"), pixels.get("max_pixels")) if isinstance(pixels, Mapping) else None
+
+
+def asking_notes(
+    baseline: Mapping[str, Any], current: Mapping[str, Any], pairs: Sequence[tuple[Mapping[str, Any], Any]]
+) -> list[str]:
+    """Changes in how the models were asked: image-resolution limits, and the text sent (format instructions,
+    a family's grounding wording). Their answers moved for a reason other than the model."""
+    notes = []
+    for model, base in pairs:
+        now, before = _limits(model), _limits(base)
+        if now is not None and before is not None and now != before:
+            notes.append(
+                f"model {model['label']}: image limits changed (min_pixels, max_pixels) {before} -> {now}: answers "
+                "and vision tokens are not comparable"
+            )
+        before_cases = {
+            (c["suite"], c["case_id"]): _prompts(c) for c in baseline.get("cases", []) if c["model"] == base["label"]
+        }
+        changed = []
+        for case in current.get("cases", []):
+            if case["model"] != model["label"]:
+                continue
+            was, now_sent = before_cases.get((case["suite"], case["case_id"])), _prompts(case)
+            if was is not None and now_sent is not None and was != now_sent:
+                changed.append(f"{case['suite']}::{case['case_id']}")
+        if changed:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            notes.append(
+                f"model {model['label']}: {len(changed)} case(s) were sent another prompt than in the baseline "
+                f"({shown}): a changed format instruction moves answers without the model changing"
+            )
+    return notes
+
+
+def _prompts(case: Mapping[str, Any]) -> list[str] | None:
+    """The text sent per turn, or None for records made before prompts were stored."""
+    turns = case.get("turns") or []
+    if not turns or any("prompt" not in t for t in turns):
+        return None
+    return [str(t["prompt"]) for t in turns]
