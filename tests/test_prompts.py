@@ -184,3 +184,58 @@ def test_the_sent_text_and_the_limits_are_part_of_the_answer_cache_key(tmp_path:
         _case_file(tmp_path, SUITE.replace("'Look. '", "'See. '").replace("  - {id: wrong", "#"))
     ).cases
     assert case_fingerprint(other, 8, lambda path: "image-hash", Asking().questions(other)) != plain
+
+
+def test_pixel_limits_resize_keeping_the_aspect_ratio(tmp_path: Path) -> None:
+    """Models whose processors take no limits get the image resized into them; so do openai:// requests."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from pytest_vleval.backends.openai_api import image_url
+    from pytest_vleval.backends.pixels import effective_size, model_limits, resize_within, takes_limits
+
+    assert effective_size(4000, 3000, None, 1_003_520) == (1156, 867)  # 4:3 kept, area just under the limit
+    assert effective_size(40, 30, 3136, None) == (64, 48)
+    assert effective_size(640, 480, 3136, 1_003_520) == (640, 480)  # within: untouched
+    big = Image.new("RGB", (400, 300))
+    assert resize_within(big, None, 30_000).size == (200, 150)
+    assert resize_within(big, None, None) is big
+    photo = make_png(tmp_path / "photo.png", (400, 300))
+    url = image_url(photo, None, 30_000)
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as sent:
+        assert sent.size == (200, 150)
+    assert image_url(photo) == image_url(photo, None, 10**9)  # within the limits: the file as it is
+    assert not takes_limits(object()) and model_limits(object()) == (None, None)
+
+
+def test_qwen_processors_take_the_limits_themselves() -> None:
+    pytest.importorskip("transformers")
+    from transformers import AutoProcessor
+
+    from pytest_vleval.backends.hf import image_token_count
+    from pytest_vleval.backends.pixels import limited, model_limits, takes_limits
+    from pytest_vleval.builtin import BUILTIN_MODELS
+
+    processor = AutoProcessor.from_pretrained(BUILTIN_MODELS["tiny"])
+    assert takes_limits(processor) and model_limits(processor) == (4096, 4096)  # tiny sees ~64x64 pixels
+    assert image_token_count(processor, 640, 480) == 12
+    with limited(processor, 256, 1024):
+        assert model_limits(processor) == (256, 1024)
+        assert image_token_count(processor, 640, 480) == 2
+    assert model_limits(processor) == (4096, 4096)  # restored
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vl-max-pixels=0"], "--vl-max-pixels='0': expected a positive integer"),
+        (["--vl-min-pixels=lots"], "--vl-min-pixels='lots': expected a positive integer"),
+        (["--vl-min-pixels=5000", "--vl-max-pixels=4000"], "--vl-min-pixels=5000 is above --vl-max-pixels=4000"),
+    ],
+)
+def test_bad_pixel_limits_are_usage_errors(fake_project: pytest.Pytester, args: list[str], message: str) -> None:
+    result = fake_project.runpytest("--vl-model=fake", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])

@@ -23,7 +23,7 @@ BACKEND = Path(__file__).with_name("realistic_backend.py")
 @pytest.fixture
 def suite_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """The bundled test_cases/ and golden/shapes, with the realistic backend as the conftest. No Java: the
-    pure-Python tokenizer, and METEOR reported as not run (its floor is checked with Java in test_golden)."""
+    pure-Python tokenizer, and METEOR reported as not run (the floors with Java: the last test here)."""
     shutil.copytree(ROOT / "test_cases", pytester.path / "test_cases")
     shutil.copytree(ROOT / "golden" / "shapes", pytester.path / "golden" / "shapes")
     pytester.makeconftest(BACKEND.read_text())
@@ -110,3 +110,17 @@ def test_without_format_instructions_real_answers_are_format_failures(suite_proj
             f"*test_colour.yaml*format failures: {outcomes['failed']} (right content, wrong form)",
         ]
     )
+
+
+def test_golden_floors_with_the_official_tokenizer_and_meteor(pytester: pytest.Pytester) -> None:
+    """With Java: PTBTokenizer and METEOR as COCOEvalCap runs them. Two-sentence captions naming the shapes pass
+    both floors; captions of another image fail both."""
+    if shutil.which("java") is None:
+        pytest.skip("Java is not installed: METEOR and the PTB tokenizer cannot run")
+    shutil.copytree(ROOT / "golden" / "shapes", pytester.path / "golden" / "shapes")
+    pytester.makeconftest(BACKEND.read_text())
+    right = pytester.runpytest("golden", "--vl-model=realistic-qwen3", "--vl-no-cache", "-p", "no:cacheprovider")
+    right.assert_outcomes(passed=2)
+    right.stdout.fnmatch_lines(["golden shapes on realistic-qwen3: *METEOR 0.4*CIDEr 0.4*"])
+    wrong = pytester.runpytest("golden", "--vl-model=wrong-qwen3", "--vl-no-cache", "-p", "no:cacheprovider")
+    wrong.assert_outcomes(failed=2)

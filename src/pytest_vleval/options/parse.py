@@ -94,6 +94,10 @@ def parse_options(config: pytest.Config) -> VlOptions:
     quantization = _value(config, "vl_quantization", "vl_quantization").lower()
     if quantization not in QUANTIZATIONS:
         raise pytest.UsageError(f"--vl-quantization={quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
+    min_pixels = _pixels(config, "vl_min_pixels", "--vl-min-pixels")
+    max_pixels = _pixels(config, "vl_max_pixels", "--vl-max-pixels")
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise pytest.UsageError(f"--vl-min-pixels={min_pixels} is above --vl-max-pixels={max_pixels}")
     return VlOptions(
         models=tuple(dict.fromkeys(models)),
         device=device,
@@ -110,8 +114,8 @@ def parse_options(config: pytest.Config) -> VlOptions:
         refresh=bool(config.getoption("vl_refresh")),
         check_batch_invariance=bool(config.getoption("vl_check_batch_invariance")),
         quantization=quantization,
-        min_pixels=_pixels(config, "vl_min_pixels", "--vl-min-pixels"),
-        max_pixels=_pixels(config, "vl_max_pixels", "--vl-max-pixels"),
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
         record=_record_options(config),
         bench=_bench_options(config),
         report=_report_options(config),

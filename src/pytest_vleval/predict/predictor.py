@@ -123,14 +123,18 @@ class BatchPredictor:
         return prediction
 
     def asking(self, spec: ModelSpec) -> Asking:
-        """How `spec` is asked, fixed at its first use in the run: its family (from the loaded backend, else
-        from its files without loading it; generic when neither says) and the run's pixel limits."""
-        if spec.label not in self._asking:
-            from pytest_vleval.backends.families import family_for
+        """How `spec` is asked, fixed for the run once known: its family (from the loaded backend, else from its
+        files without loading it; generic when neither says) and the run's pixel limits."""
+        if spec.label in self._asking:
+            return self._asking[spec.label]
+        from pytest_vleval.backends.families import GENERIC, family_for
 
-            family = family_for(spec, self.pool.infos.get(spec.label))
-            self._asking[spec.label] = Asking(family, *self.pixels)
-        return self._asking[spec.label]
+        info = self.pool.infos.get(spec.label)
+        asking = Asking(family_for(spec, info), *self.pixels)
+        if info is not None or asking.family is not GENERIC:
+            # Settled: a hub model not downloaded yet is asked generically only until it has loaded.
+            self._asking[spec.label] = asking
+        return asking
 
     def _run_of(self, label: str) -> ModelRun:
         return self.runs.setdefault(label, ModelRun())
