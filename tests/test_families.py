@@ -424,8 +424,8 @@ def test_refer_is_asked_in_the_family_own_words(pytester: pytest.Pytester, famil
 def test_pixel_limits_reach_the_qwen_processor_and_the_record(
     pytester: pytest.Pytester, qwen_models: dict[str, Path]
 ) -> None:
-    """--vl-max-pixels goes to a Qwen-VL processor (fewer vision tokens); a case file's own limit wins; the
-    effective limits and the model's defaults are in the record, and a change is flagged by the comparison."""
+    """--vl-min/max-pixels go to a Qwen-VL processor (other vision token counts); a case file's own limits win;
+    the effective limits and the model's defaults are in the record, and a change is flagged by the comparison."""
     _scene(pytester.path / "images" / "scene.png")
     pytester.makefile(
         ".yaml",
@@ -433,23 +433,26 @@ def test_pixel_limits_reach_the_qwen_processor_and_the_record(
 cases:
   - {id: default, image: images/scene.png, question: 'What is red?', expected: '(?s).*', scorer: regex}
   - {id: small, image: images/scene.png, question: 'What is red?', expected: '(?s).*', scorer: regex,
-     max_pixels: 12544}
+     min_pixels: 3136, max_pixels: 12544}
 """,
     )
     model = f"--vl-model={qwen_models['qwen3_vl']}"
     base = pytester.runpytest(model, "--vl-json=base.json", "-p", "no:cacheprovider")
     base.assert_outcomes(passed=2)
     limited = pytester.runpytest(
-        model, "--vl-max-pixels=50176", "--vl-json=run.json", "--vl-compare=base.json", "-p", "no:cacheprovider"
-    )
+        model, "--vl-min-pixels=50176", "--vl-max-pixels=50176", "--vl-json=run.json", "--vl-compare=base.json",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
     limited.assert_outcomes(passed=2)
     before = json.loads((pytester.path / "base.json").read_text())
     after = json.loads((pytester.path / "run.json").read_text())
     tokens = {(r, c["case_id"]): c["vision_tokens"] for r, rec in (("before", before), ("after", after))
               for c in rec["cases"]}  # fmt: skip
-    assert tokens[("before", "default")] > tokens[("after", "default")] > tokens[("after", "small")] > 0
-    assert tokens[("after", "small")] == tokens[("before", "small")]  # the case's own limit wins
+    # The test model's own limits are tiny (a few tokens); 50176 pixels is 64 tokens at 14-pixel patches.
+    assert tokens[("after", "default")] > tokens[("after", "small")] > 0
+    assert tokens[("after", "default")] != tokens[("before", "default")]
+    assert tokens[("after", "small")] == tokens[("before", "small")]  # the case's own limits win
     pixels = after["models"][0]["backend"]["pixels"]
-    assert pixels["max_pixels"] == 50176 and pixels["applied_by"] == "processor"
+    assert pixels["min_pixels"] == pixels["max_pixels"] == 50176 and pixels["applied_by"] == "processor"
     assert pixels["model_default"] == before["models"][0]["backend"]["pixels"]["model_default"]
     limited.stdout.fnmatch_lines(["*image limits changed (min_pixels, max_pixels)*"])
