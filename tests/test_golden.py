@@ -287,7 +287,7 @@ def test_evaluate_scores_candidates_against_the_set(tmp_path: Path, monkeypatch:
 def test_photos_set_is_valid_small_and_licensed() -> None:
     golden = load_golden_set(PHOTOS / "golden.yaml")
     assert isinstance(golden, GoldenSet)
-    assert golden.name == "photos" and golden.prompt == "Describe the image."
+    assert golden.name == "photos" and golden.prompt == "Provide a one-sentence caption for the provided image."
     assert 8 <= len(golden.images) <= 10
     assert dict(golden.thresholds) == {}
     licences = (PHOTOS / "LICENSES.md").read_text()
