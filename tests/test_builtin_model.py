@@ -138,10 +138,9 @@ def _suite_cases(ids: set[str] | None = None) -> list:
 
 def _run_case(processor, model, case) -> list[tuple[str, float, float]]:
     """Ask every turn the way the plugin does; (answer, score, threshold) per turn."""
-    from pytest_vleval import scoring
     from pytest_vleval.backends.families import adapter_by_name
     from pytest_vleval.predict.asking import Asking
-    from pytest_vleval.scoring.extract import extract, pipeline_for
+    from pytest_vleval.scoring.outcome import score_turn, turn_context
 
     images = [Image.open(p).convert("RGB") for p in case.images]
     processor.tokenizer.padding_side = "left"
@@ -155,11 +154,7 @@ def _run_case(processor, model, case) -> list[tuple[str, float, float]]:
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=case.max_new_tokens or 32, do_sample=False)
         answer = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
-        context = scoring.ScoreContext(
-            image_sizes=tuple(im.size for im in images), refer=turn.question if turn.refer else None
-        )
-        scored = extract(answer, pipeline_for(turn.scorer, turn.answer_steps, turn.options))
-        result = scoring.score(turn.scorer, scored, turn.reference, turn.options, context)
+        _, _, result = score_turn(turn, answer, turn_context(turn, tuple(im.size for im in images)))
         results.append((answer, result.score, turn.threshold))
         history.append((question, answer))
     return results

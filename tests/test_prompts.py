@@ -239,3 +239,13 @@ def test_bad_pixel_limits_are_usage_errors(fake_project: pytest.Pytester, args: 
     result = fake_project.runpytest("--vl-model=fake", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_the_comparison_notes_cases_sent_another_prompt(fake_project: pytest.Pytester) -> None:
+    fake_project.makefile(".yaml", test_sent=SUITE)
+    fake_project.runpytest("--vl-model=fake", "--vl-json=base.json", "-p", "no:cacheprovider")
+    (fake_project.path / "test_sent.yaml").write_text(SUITE.replace("'Look. '", "'See. '"))
+    result = fake_project.runpytest("--vl-model=fake", "--vl-compare=base.json", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        ["*model fake: 2 case(s) were sent another prompt than in the baseline (test_sent.yaml::red, *::wrong)*"]
+    )

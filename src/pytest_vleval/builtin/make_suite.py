@@ -224,10 +224,9 @@ def measure(model_dir: Path, cases: Sequence[SuiteCase]) -> dict[str, tuple[bool
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from pytest_vleval import scoring
     from pytest_vleval.builtin.train import generate_answers
     from pytest_vleval.cases.fields import Where, parse_turn
-    from pytest_vleval.scoring.extract import extract, pipeline_for
+    from pytest_vleval.scoring.outcome import score_turn, turn_context
 
     torch.set_num_threads(2)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -241,9 +240,7 @@ def measure(model_dir: Path, cases: Sequence[SuiteCase]) -> dict[str, tuple[bool
         ok = True
         for raw, answer in zip(raw_turns, case_answers, strict=True):
             turn = parse_turn(raw, {**defaults, **raw}, Where(Path(f"{case.task}.yaml"), case.data["id"]))
-            context = scoring.ScoreContext(image_sizes=sizes, refer=turn.question if turn.refer else None)
-            scored_text = extract(answer, pipeline_for(turn.scorer, turn.answer_steps, turn.options))
-            result = scoring.score(turn.scorer, scored_text, turn.reference, turn.options, context)
+            _, _, result = score_turn(turn, answer, turn_context(turn, sizes))
             ok = ok and result.score >= turn.threshold
         results[case.data["id"]] = (ok, case_answers)
     return results

@@ -16,34 +16,28 @@ def _limits(model: Mapping[str, Any]) -> tuple[Any, Any] | None:
 
 
 def asking_notes(
-    baseline: Mapping[str, Any], current: Mapping[str, Any], pairs: Sequence[tuple[Mapping[str, Any], Any]]
+    model: Mapping[str, Any], base: Mapping[str, Any], paired: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
 ) -> list[str]:
-    """Changes in how the models were asked: image-resolution limits, and the text sent (format instructions,
-    a family's grounding wording). Their answers moved for a reason other than the model."""
+    """Changes in how `model` was asked against its baseline entry `base`: image-resolution limits, and the text
+    sent to its `paired` (baseline, current) cases. Their answers moved for a reason other than the model."""
     notes = []
-    for model, base in pairs:
-        now, before = _limits(model), _limits(base)
-        if now is not None and before is not None and now != before:
-            notes.append(
-                f"model {model['label']}: image limits changed (min_pixels, max_pixels) {before} -> {now}: answers "
-                "and vision tokens are not comparable"
-            )
-        before_cases = {
-            (c["suite"], c["case_id"]): _prompts(c) for c in baseline.get("cases", []) if c["model"] == base["label"]
-        }
-        changed = []
-        for case in current.get("cases", []):
-            if case["model"] != model["label"]:
-                continue
-            was, now_sent = before_cases.get((case["suite"], case["case_id"])), _prompts(case)
-            if was is not None and now_sent is not None and was != now_sent:
-                changed.append(f"{case['suite']}::{case['case_id']}")
-        if changed:
-            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-            notes.append(
-                f"model {model['label']}: {len(changed)} case(s) were sent another prompt than in the baseline "
-                f"({shown}): a changed format instruction moves answers without the model changing"
-            )
+    now, before = _limits(model), _limits(base)
+    if now is not None and before is not None and now != before:
+        notes.append(
+            f"model {model['label']}: image limits changed (min_pixels, max_pixels) {before} -> {now}: answers "
+            "and vision tokens are not comparable"
+        )
+    changed = []
+    for old, new in paired:
+        was, sent = _prompts(old), _prompts(new)
+        if was is not None and sent is not None and was != sent:
+            changed.append(f"{new['suite']}::{new['case_id']}")
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        notes.append(
+            f"model {model['label']}: {len(changed)} case(s) were sent another prompt than in the baseline "
+            f"({shown}): a changed format instruction moves answers without the model changing"
+        )
     return notes
 
 

@@ -246,9 +246,13 @@ def compare_records(
         baseline_run={k: baseline.get("run", {}).get(k) for k in ("started", "machine_id", "commit", "name")},
     )
     pairs, comparison.unmatched = match_models(baseline.get("models", []), current.get("models", []))
+    asked_otherwise: list[str] = []
     for model, base in pairs:
-        comparison.models.append(_compare_model(baseline, current, model, base, rules, alpha))
+        result, notes = _compare_model(baseline, current, model, base, rules, alpha)
+        comparison.models.append(result)
+        asked_otherwise.extend(notes)
     comparison.notes.extend(_notes(baseline, current, pairs))
+    comparison.notes.extend(asked_otherwise)
     return comparison
 
 
@@ -263,7 +267,6 @@ def _notes(
         notes.append("the baseline ran on another machine or device: latency and memory changes are indicative only")
     if current.get("run", {}).get("xdist") and any(m.get("benchmark") for m, _ in pairs):
         notes.append("latency was measured in parallel xdist workers: run --vl-benchmark without -n to gate it")
-    notes.extend(asking_notes(baseline, current, pairs))
     return notes
 
 
@@ -274,7 +277,8 @@ def _compare_model(
     base: Mapping[str, Any],
     rules: Sequence[Rule],
     alpha: float | None,
-) -> ModelComparison:
+) -> tuple[ModelComparison, list[str]]:
+    """The model's rows and flips, and notes on how it was asked otherwise than in the baseline."""
     result = ModelComparison(label=model["label"], baseline_label=base["label"])
     before, after = base.get("metrics", {}), model.get("metrics", {})
     cases_before, cases_after = _model_cases(baseline, base["label"]), _model_cases(current, model["label"])
@@ -309,7 +313,7 @@ def _compare_model(
             result.better.append(_flip(old, new))
     result.new_cases = len(cases_after) - len(paired)
     result.dropped_cases = len(cases_before) - len(paired)
-    return result
+    return result, asking_notes(model, base, paired)
 
 
 def _default_rows(before: Mapping[str, float], after: Mapping[str, float]) -> list[str]:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vleval.cases.casefile import Case
+from pytest_vleval.cases.fields import Turn
 from pytest_vleval.predict.generation import Prediction
-from pytest_vleval.scoring.base import ScoreContext
+from pytest_vleval.scoring.base import ScoreContext, ScoreResult
 from pytest_vleval.scoring.diagnosis import format_issue
 from pytest_vleval.scoring.extract import extract, pipeline_for
 from pytest_vleval.scoring.registry import score
@@ -83,6 +84,30 @@ def _image_sizes(case: Case) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
+def turn_context(
+    turn: Turn,
+    image_sizes: tuple[tuple[int, int], ...],
+    *,
+    box_convention: str | None = None,
+    resized_sizes: tuple[tuple[int, int], ...] = (),
+) -> ScoreContext:
+    """What a turn's scorer knows besides the text; a refer: turn's expression picks among several boxes."""
+    return ScoreContext(
+        image_sizes=image_sizes,
+        box_convention=box_convention,
+        resized_sizes=resized_sizes,
+        refer=turn.question if turn.refer else None,
+    )
+
+
+def score_turn(turn: Turn, answer: str, context: ScoreContext) -> tuple[str, tuple[str, ...], ScoreResult]:
+    """One turn's answer as the plugin scores it: the case's extraction steps (else the scorer's default), then the
+    scorer. Returns (the extracted answer, the steps, the result)."""
+    steps = pipeline_for(turn.scorer, turn.answer_steps, turn.options)
+    extracted = extract(answer, steps)
+    return extracted, steps, score(turn.scorer, extracted, turn.reference, turn.options, context)
+
+
 def evaluate(
     case: Case,
     model: str,
@@ -111,15 +136,8 @@ def evaluate(
         context = ScoreContext()
         if turn.scorer == "iou":
             sizes = sizes if sizes is not None else _image_sizes(case)
-            context = ScoreContext(
-                image_sizes=sizes,
-                box_convention=box_convention,
-                resized_sizes=resized_sizes,
-                refer=turn.question if turn.refer else None,
-            )
-        steps = pipeline_for(turn.scorer, turn.answer_steps, turn.options)
-        extracted = extract(answer, steps)
-        scored = score(turn.scorer, extracted, turn.reference, turn.options, context)
+            context = turn_context(turn, sizes, box_convention=box_convention, resized_sizes=resized_sizes)
+        extracted, steps, scored = score_turn(turn, answer, context)
         passed = scored.score >= turn.threshold
         result.turns.append(
             TurnResult(
