@@ -42,6 +42,7 @@ class VlItem(pytest.Function):
     def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
         self.spec = spec
         super().__init__(**kwargs)
+        _parse_own_id(self)
 
     @classmethod
     def create(
@@ -62,6 +63,32 @@ class VlItem(pytest.Function):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, self.location_line(), self.location_name()
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """A ``pytest.fail(..., pytrace=False)`` message alone: every frame of ours is hidden, and pytest would
+        otherwise add "All traceback entries are hidden" to each failure. ``--full-trace`` shows everything."""
+        if (
+            isinstance(excinfo.value, pytest.fail.Exception)
+            and not excinfo.value.pytrace
+            and not self.config.getoption("fulltrace", False)
+        ):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+def _parse_own_id(item: pytest.Item) -> None:
+    """Give the item the structured id pytest reads back from its cache (pytest >= 9.2).
+
+    pytest 9.2 gives each node a ``NodeId`` (path, names, params). A ``Function`` built without a callspec keeps
+    ``one[tiny]`` as a single name, while ``--lf``, ``--ff`` and ``--sw`` parse the saved id string into name
+    ``one`` and params ``tiny``; the two never compare equal and every case reruns. Re-parsing the item's own id
+    string gives the form the cache plugins compare with. Older pytest has no ``NodeId`` (string ids): nothing to
+    do. Guarded: ``tests/test_rerun.py`` fails if pytest changes this.
+    """
+    node_id = getattr(item, "_id", None)
+    parse = getattr(type(node_id), "parse", None)
+    if node_id is not None and callable(parse):
+        item._id = parse(str(node_id))  # type: ignore[attr-defined]
 
 
 def _marks(config: pytest.Config, case: Case) -> list[pytest.MarkDecorator]:
