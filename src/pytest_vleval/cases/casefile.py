@@ -26,6 +26,7 @@ from pytest_vleval.cases.fields import (
     reason,
     text,
 )
+from pytest_vleval.cases.images import resolved_roots
 from pytest_vleval.cases.yaml_loader import LineDict, YamlError, read_yaml
 
 __all__ = ["CASE_KEYS", "Case", "CaseFile", "CaseFileError", "Turn", "load_case_file", "matches_any"]
@@ -71,9 +72,14 @@ class CaseFile:
     description: str | None = None
 
 
-def load_case_file(path: Path, *, default_max_new_tokens: int | None = None) -> CaseFile:
-    """Parse and validate one case file; raises :class:`CaseFileError`."""
+def load_case_file(
+    path: Path, *, default_max_new_tokens: int | None = None, roots: Sequence[Path] | None = None
+) -> CaseFile:
+    """Parse and validate one case file; raises :class:`CaseFileError`. `roots`: the folders its images must
+    lie in once symlinks and '..' are resolved (the plugin passes the rootdir and ini ``vl_data_roots``);
+    None: anywhere."""
     path = Path(path)
+    allowed = resolved_roots(roots)
     try:
         _, data = read_yaml(path)
     except (OSError, UnicodeDecodeError) as exc:
@@ -96,7 +102,9 @@ def load_case_file(path: Path, *, default_max_new_tokens: int | None = None) -> 
         raise file_where.error("cases", "expected a non-empty list of cases")
 
     seen: dict[str, int] = {}
-    cases = [_case(raw, index, path, defaults, seen, default_max_new_tokens) for index, raw in enumerate(raw_cases)]
+    cases = [
+        _case(raw, index, path, defaults, seen, default_max_new_tokens, allowed) for index, raw in enumerate(raw_cases)
+    ]
     description = data.get("description")
     return CaseFile(path=path, cases=tuple(cases), description=str(description) if description else None)
 
@@ -108,6 +116,7 @@ def _case(
     defaults: Mapping[str, Any],
     seen: dict[str, int],
     default_max_new_tokens: int | None,
+    roots: Sequence[Path] | None = None,
 ) -> Case:
     line = raw.line if isinstance(raw, LineDict) else None
     where = Where(path, f"#{index + 1}", line)
@@ -134,17 +143,22 @@ def _case(
         id=case_id,
         path=path,
         line=line or 1,
-        images=image_paths(raw, path.parent, where),
+        images=image_paths(raw, path.parent, where, roots),
         turns=_turns(raw, settings, where),
         max_new_tokens=max_new,
-        tags=names(settings, "tags", where, "identifiers (they become pytest marks)"),
-        fixtures=names(settings, "fixtures", where, "fixture names"),
+        # A case's tags and fixtures add to the defaults' (as a test's marks add to its class's); other keys replace.
+        tags=_merged(defaults, raw, "tags", where, "identifiers (they become pytest marks)"),
+        fixtures=_merged(defaults, raw, "fixtures", where, "fixture names"),
         skip=reason(settings, "skip", where),
         xfail=reason(settings, "xfail", where),
         system=text(system, where, "system") if system is not None else None,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
     )
+
+
+def _merged(defaults: Mapping[str, Any], raw: Mapping[str, Any], key: str, where: Where, what: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*names(defaults, key, where, what), *names(raw, key, where, what))))
 
 
 def _pixels(settings: Mapping[str, Any], where: Where) -> tuple[int | None, int | None]:

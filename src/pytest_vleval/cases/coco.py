@@ -4,10 +4,13 @@ problem names the file, the key, the image id and, where a common mistake explai
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_vleval.cases.checks import kind
+from pytest_vleval.cases.images import ImageNotFound, ImageProblem, LargeImageWarning, check_image
 
 if TYPE_CHECKING:
     from pytest_vleval.cases.golden import GoldenImage, GoldenSetError
@@ -21,10 +24,13 @@ COCO_HINT = (
 
 
 class _Reader:
-    def __init__(self, references_path: Path, images_dir: Path, manifest: Path) -> None:
+    def __init__(
+        self, references_path: Path, images_dir: Path, manifest: Path, roots: Sequence[Path] | None = None
+    ) -> None:
         self.path = references_path
         self.images_dir = images_dir
         self.manifest = manifest
+        self.roots = roots
         self.order: list[int | str] = []
         self.file_names: dict[int | str, str] = {}
         self.keys: dict[str, int | str] = {}  # str(id) -> id, to tell 1 from "1"
@@ -95,6 +101,22 @@ class _Reader:
             raise self.error(f"{key}.caption", f"must be a non-empty string, got {caption!r}", image_id=image_id)
         references[image_id].append(caption)
 
+    def check_image(self, key: str, image_id: int | str, image_path: Path) -> None:
+        try:
+            note = check_image(image_path, self.file_names[image_id], self.roots)
+        except ImageNotFound:
+            raise self.error(key, f"image file not found: {image_path}", image_id=image_id) from None
+        except ImageProblem as exc:
+            raise self.error(key, str(exc), image_id=image_id) from None
+        if note is None:
+            return
+        # Located at the manifest, where the set's tests are reported (COCO files are often one long line).
+        message = f"{self.path}: {key} (image id {image_id!r}): {note}"
+        try:
+            warnings.warn_explicit(LargeImageWarning(message), LargeImageWarning, str(self.manifest), 1)
+        except LargeImageWarning:
+            raise self.error(key, note, image_id=image_id) from None
+
     def images(self, references: dict[int | str, list[str]]) -> tuple[GoldenImage, ...]:
         from pytest_vleval.cases.golden import GoldenImage
 
@@ -107,17 +129,19 @@ class _Reader:
                     image_id=image_id,
                 )
             image_path = self.images_dir / self.file_names[image_id]
-            if not image_path.is_file():
-                raise self.error(f"images[{index}].file_name", f"image file not found: {image_path}", image_id=image_id)
+            self.check_image(f"images[{index}].file_name", image_id, image_path)
             images.append(GoldenImage(str(image_id), image_id, image_path, tuple(references[image_id])))
         if not images:
             raise self.error("images", "is empty: a golden set needs at least one image")
         return tuple(images)
 
 
-def read_coco(references_path: Path, images_dir: Path, manifest: Path) -> tuple[GoldenImage, ...]:
-    """The set's images with their reference captions, in the order of the file's ``images``."""
-    reader = _Reader(references_path, images_dir, manifest)
+def read_coco(
+    references_path: Path, images_dir: Path, manifest: Path, roots: Sequence[Path] | None = None
+) -> tuple[GoldenImage, ...]:
+    """The set's images with their reference captions, in the order of the file's ``images``; each image is
+    checked (:func:`~pytest_vleval.cases.images.check_image`), inside `roots` (resolved) unless None."""
+    reader = _Reader(references_path, images_dir, manifest, roots)
     document = reader.document()
     for index, entry in enumerate(document["images"]):
         reader.image_entry(index, entry)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_vleval.cases.checks import YAML_BOOLEAN_HINT, closest
+from pytest_vleval.cases.images import ImageProblem, LargeImageWarning, check_image
 from pytest_vleval.cases.prompts import QUESTION_SLOT, TASK_PROMPTS, PromptSpec
 from pytest_vleval.scoring.base import Scorer
 from pytest_vleval.scoring.extract import validate_steps
@@ -85,16 +87,22 @@ class Where:
         self.case_id = case_id
         self.line = line
 
+    def _subject(self, key: str | None) -> list[str]:
+        parts = [] if self.case_id is None else [f"case {self.case_id!r}"]
+        return parts if key is None else [*parts, f"key {key!r}"]
+
     def error(self, key: str | None, problem: str) -> CaseFileError:
-        where = str(self.path)
-        if self.line is not None:
-            where += f":{self.line}"
-        parts = [where]
-        if self.case_id is not None:
-            parts.append(f"case {self.case_id!r}")
-        if key is not None:
-            parts.append(f"key {key!r}")
-        return CaseFileError(": ".join(parts) + ": " + problem)
+        where = str(self.path) if self.line is None else f"{self.path}:{self.line}"
+        return CaseFileError(": ".join([where, *self._subject(key), problem]))
+
+    def warn(self, key: str | None, problem: str, category: type[Warning]) -> None:
+        """A warning located at this file and line (not at whichever test runs when it matters); made an error
+        by ``-W error``, it is a collection error like any other."""
+        message = ": ".join([*self._subject(key), problem])
+        try:
+            warnings.warn_explicit(category(message), category, str(self.path), self.line or 1)
+        except category:
+            raise self.error(key, problem) from None
 
 
 def check_keys(data: Mapping[str, Any], known: frozenset[str], where: Where, what: str) -> None:
@@ -264,7 +272,11 @@ def _threshold(
     return threshold
 
 
-def image_paths(data: Mapping[str, Any], base: Path, where: Where) -> tuple[Path, ...]:
+def image_paths(
+    data: Mapping[str, Any], base: Path, where: Where, roots: Sequence[Path] | None = None
+) -> tuple[Path, ...]:
+    """The case's images, each checked (:func:`~pytest_vleval.cases.images.check_image`); `roots`: resolved
+    folders they must lie in, None: anywhere."""
     if "image" in data and "images" in data:
         raise where.error("images", "give either image or images, not both")
     if "image" in data:
@@ -280,8 +292,12 @@ def image_paths(data: Mapping[str, Any], base: Path, where: Where) -> tuple[Path
         if not isinstance(item, str) or not item.strip():
             raise where.error(key, f"expected an image path, got {item!r}")
         path = (base / item).resolve() if not Path(item).is_absolute() else Path(item)
-        if not path.is_file():
-            raise where.error(key, f"image not found: {item} (looked for {path})")
+        try:
+            note = check_image(path, item, roots)
+        except ImageProblem as exc:
+            raise where.error(key, str(exc)) from None
+        if note is not None:
+            where.warn(key, note, LargeImageWarning)
         paths.append(path)
     return tuple(paths)
 

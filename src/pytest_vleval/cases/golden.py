@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_vleval.cases.checks import closest, kind
 from pytest_vleval.cases.coco import read_coco
+from pytest_vleval.cases.images import resolved_roots
 from pytest_vleval.cases.yaml_loader import YamlError, load_yaml
 from pytest_vleval.scoring.caption_inputs import METRIC_RANGES, METRICS
 
@@ -106,9 +107,10 @@ class GoldenSet:
         return evaluate_captions(self.references, candidates, **options)
 
 
-def load_golden_set(path: str | os.PathLike[str]) -> GoldenSet:
+def load_golden_set(path: str | os.PathLike[str], *, roots: Sequence[Path] | None = None) -> GoldenSet:
     """Parse and validate the golden set manifest at ``path`` (a ``golden*.yaml`` file, or a folder holding
-    exactly one)."""
+    exactly one). ``roots``: the folders its images must lie in once symlinks and '..' are resolved (the plugin
+    passes the rootdir and ini ``vl_data_roots``); None: anywhere."""
     manifest = Path(path)
     if manifest.is_dir():
         found = sorted([*manifest.glob("golden*.yaml"), *manifest.glob("golden*.yml")])
@@ -141,7 +143,7 @@ def load_golden_set(path: str | os.PathLike[str]) -> GoldenSet:
         raise GoldenSetError(manifest, "images_dir", f"folder not found: {images_dir}")
     max_new_tokens = _max_new_tokens(manifest, data.get("max_new_tokens"))
     thresholds = _thresholds(manifest, data.get("thresholds"))
-    images = read_coco(references_path, images_dir, manifest)
+    images = read_coco(references_path, images_dir, manifest, resolved_roots(roots))
     return GoldenSet(
         path=manifest,
         name=name,

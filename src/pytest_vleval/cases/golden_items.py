@@ -61,7 +61,7 @@ class GoldenFileNode(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         vl = get_session(self.config)
         try:
-            golden = load_golden_set(self.path)
+            golden = load_golden_set(self.path, roots=(self.config.rootpath, *vl.options.data_roots))
         except GoldenSetError as exc:
             raise self.CollectError(str(exc)) from None
         metrics: list[str | None] = list(golden.thresholds) or [None]

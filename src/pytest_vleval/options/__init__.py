@@ -97,6 +97,8 @@ class VlOptions:
     quantization: str = "none"  # backends/precision.QUANTIZATIONS: bitsandbytes weights on a CUDA GPU
     min_pixels: int | None = None  # image resolution limits (None: the model's own); a case file's win
     max_pixels: int | None = None
+    # Resolved folders (ini vl_data_roots) that case files and golden sets may name images in besides the rootdir.
+    data_roots: tuple[Path, ...] = ()
     record: RecordOptions = field(default_factory=RecordOptions)
     bench: BenchOptions = field(default_factory=BenchOptions)
     report: ReportOptions = field(default_factory=ReportOptions)

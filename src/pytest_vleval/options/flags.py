@@ -278,6 +278,14 @@ INI_ONLY: tuple[tuple[str, str, str | None, Any], ...] = (
         list(DEFAULT_GOLDEN_FILES),
     ),
     (
+        "vl_data_roots",
+        "Folders (one a line; relative ones to the ini file's folder) that case files and golden sets may name "
+        "images in besides the rootdir; an image elsewhere, symlinks and '..' resolved, is a collection error. "
+        "Default: none (the rootdir only).",
+        "linelist",
+        [],
+    ),
+    (
         "vl_github_step_summary",
         "Append the Markdown summary to $GITHUB_STEP_SUMMARY when GitHub Actions sets it. Default: true.",
         "bool",

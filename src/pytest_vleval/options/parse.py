@@ -116,6 +116,7 @@ def parse_options(config: pytest.Config) -> VlOptions:
         quantization=quantization,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
+        data_roots=_data_roots(config),
         record=_record_options(config),
         bench=_bench_options(config),
         report=_report_options(config),
@@ -130,6 +131,13 @@ def _pixels(config: pytest.Config, dest: str, flag: str) -> int | None:
     if value < 1:
         raise pytest.UsageError(f"{flag}={raw!r}: expected a positive number of pixels, e.g. {1280 * 28 * 28}")
     return value
+
+
+def _data_roots(config: pytest.Config) -> tuple[Path, ...]:
+    """The ini's extra image folders, resolved; a relative one is relative to the ini file's folder."""
+    base = Path(config.inipath.parent if config.inipath else config.rootpath)
+    lines = (str(line).strip() for line in config.getini("vl_data_roots"))
+    return tuple(dict.fromkeys((base / Path(line).expanduser()).resolve() for line in lines if line))
 
 
 def _request_timeout(config: pytest.Config) -> float:
