@@ -227,6 +227,8 @@ def _missing_reason(metric: str, side: str) -> str:
         return f"no golden caption-set score in the {side}"
     if base.startswith("memory"):
         return f"not measured in the {side} (no model was loaded, or no GPU for a cuda metric)"
+    if base in ("accuracy", "mean_score"):
+        return f"the {side} ran none of these cases (another selection, e.g. -k, or an interrupted run)"
     return f"not in the {side}"
 
 
@@ -262,8 +264,9 @@ def _notes(
     notes = []
     before_machine = baseline.get("run", {}).get("machine_id")
     after_machine = current.get("run", {}).get("machine_id")
+    # A model that never loaded (interrupted, failed) has no device: unknown is not "another device".
     devices = {(m.get("backend", {}).get("device"), b.get("backend", {}).get("device")) for m, b in pairs}
-    if before_machine != after_machine or any(a != b for a, b in devices):
+    if before_machine != after_machine or any(a and b and a != b for a, b in devices):
         notes.append("the baseline ran on another machine or device: latency and memory changes are indicative only")
     if current.get("run", {}).get("xdist") and any(m.get("benchmark") for m, _ in pairs):
         notes.append("latency was measured in parallel xdist workers: run --vl-benchmark without -n to gate it")

@@ -22,13 +22,8 @@ GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
 
 def write_outputs(recorder: Recorder, record: dict[str, Any], session: pytest.Session) -> None:
-    options = recorder.options
-    if not record["models"] and (options.record.json_path is not None or options.record.save is not None):
-        # As pytest-benchmark does: an empty record would only become a useless "latest" baseline.
-        recorder.notices.append("not saving a run record: no model ran")
-    elif record["models"]:
-        _save(recorder, record)
-    report = options.report
+    _save(recorder, record)
+    report = recorder.options.report
     if report.html is not None:
         _write(recorder, session, "report written", report.html, lambda: _html(recorder, record))
     markdown, summary = report.markdown, _step_summary(report.github_step_summary)
@@ -43,14 +38,31 @@ def write_outputs(recorder: Recorder, record: dict[str, Any], session: pytest.Se
 
 
 def _save(recorder: Recorder, record: dict[str, Any]) -> None:
+    """``--vl-json`` and ``--vl-save``. An incomplete run (``run.complete``) is written when asked for by path or
+    by name, marked so; an automatic save skips it, so that it never becomes the "latest" baseline."""
     options = recorder.options.record
+    reason = record["run"].get("incomplete_reason")
+    store = options.save is not None
+    if options.save == "" and reason:  # --vl-autosave, or --vl-save without a name
+        recorder.notices.append(
+            f"not saving this run in the storage folder: it is incomplete ({reason}); "
+            "--vl-save=NAME keeps such a run, marked incomplete"
+        )
+        store = False
+    if not record["models"]:
+        if options.json_path is not None or store:
+            # As pytest-benchmark does: an empty record would only become a useless "latest" baseline.
+            recorder.notices.append("not saving a run record: no model ran")
+        return
     if options.json_path is not None:
         write_json(options.json_path, record)
         recorder.written.append(("run record saved", options.json_path))
-    if options.save is not None:
+    if store:
         name = options.save or autosave_name(record["run"].get("commit"), recorder.started)
         record["run"]["name"] = name
         recorder.written.append(("run record saved", RunStorage(options.storage).save(record, name)))
+    if reason and (store or options.json_path is not None):
+        recorder.notices.append(f"the saved record is marked incomplete ({reason}): --vl-compare refuses it")
 
 
 def _step_summary(enabled: bool) -> Path | None:

@@ -92,6 +92,7 @@ class Recorder:
         self.benchmarks: list[dict[str, Any]] = []
         self.golden: dict[tuple[str, str], dict[str, Any]] = {}  # (model, manifest or set) -> the set's result
         self.processes: list[dict[str, Any]] = []
+        self.collection_errors = 0  # failed collection reports (xdist forwards its workers' to the controller)
         self.started = datetime.now(timezone.utc)
         self._clock = time.perf_counter()
         self.baseline_path: Path | None = None
@@ -104,7 +105,8 @@ class Recorder:
         from pytest_vleval.gate.baseline import find_baseline
 
         if self.options.record.compare is not None:
-            self.baseline_path, self.baseline = find_baseline(self.config, self.options.record)
+            self.baseline_path, self.baseline, notes = find_baseline(self.config, self.options.record)
+            self.notices.extend(notes)
 
     # Memory windows: a model's load, and its whole stay in this process (until the next load or session end).
     @pytest.hookimpl(wrapper=True)
@@ -147,6 +149,17 @@ class Recorder:
             entry = golden_entry(data, rootdir=rootdir, invocation_dir=Path(self.config.invocation_params.dir))
             self.golden.setdefault((entry["model"], entry.get("manifest") or entry["set"]), entry)
 
+    @pytest.hookimpl
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection_errors += 1
+
+    @pytest.hookimpl(trylast=True)  # as pytest's terminal reporter starts its clock
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """The run's clock starts where pytest's does, so the record's duration and pytest's last line agree."""
+        self.started = datetime.now(timezone.utc)
+        self._clock = time.perf_counter()
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         output = getattr(node, "workeroutput", {}) or {}
@@ -187,6 +200,9 @@ class Recorder:
             return
         try:
             self._finish(session)
+        except KeyboardInterrupt:  # a second Ctrl-C while the outputs were written: stop, without a traceback
+            self.notices.append("interrupted while writing the run's outputs: some were not written")
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         except Exception as exc:  # a broken record must not hide the test results
             self.notices.append(f"could not build or save the run record: {type(exc).__name__}: {exc}")
             if session.exitstatus == pytest.ExitCode.OK:
@@ -198,7 +214,7 @@ class Recorder:
 
     def _finish(self, session: pytest.Session) -> None:
         from pytest_vleval.records.outputs import write_outputs
-        from pytest_vleval.records.run_info import run_info
+        from pytest_vleval.records.run_info import completeness, run_info
         from pytest_vleval.records.schema import build_record
 
         config = self.config
@@ -211,10 +227,19 @@ class Recorder:
             processes=self.processes,
             rootdir=Path(config.rootpath),
         )
-        config.hook.pytest_vleval_update_record(config=config, record=record)
-        if self.baseline is not None:
-            self._gate(session, record)
+        results = len(self.cases) + len(self.golden) + len(self.benchmarks)
+        record["run"].update(completeness(session.exitstatus, self.collection_errors, results))
+        try:
+            config.hook.pytest_vleval_update_record(config=config, record=record)
+            if self.baseline is not None:
+                self._gate(session, record)
+        except KeyboardInterrupt:  # Ctrl-C in a slow hook or comparison: still write what the run found
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+            record["run"].update(completeness(session.exitstatus, self.collection_errors, results))
+            record.pop("comparison", None)
+            self.notices.append("interrupted while finishing the record: it is written without the comparison")
         record["run"]["exitstatus"] = int(session.exitstatus)
+        record["run"]["duration_s"] = round(time.perf_counter() - self._clock, 3)  # all but writing and printing
         self.record = record
         write_outputs(self, record, session)
 

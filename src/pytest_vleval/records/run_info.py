@@ -7,17 +7,25 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import pytest
+import pytest
 
+if TYPE_CHECKING:
     from pytest_vleval.options import VlOptions
 
-__all__ = ["LIBRARIES", "commit_info", "library_versions", "machine_info", "run_info"]
+__all__ = [
+    "LIBRARIES",
+    "commit_info",
+    "completeness",
+    "incomplete_reason",
+    "library_versions",
+    "machine_info",
+    "run_info",
+]
 
 LIBRARIES = (
     "pytest-vleval",
@@ -64,6 +72,8 @@ def run_info(
         "rootdir": str(config.rootpath),
         "invocation_dir": relative(config.invocation_params.dir, config.rootpath),
         "exitstatus": None,  # set once the gate has spoken
+        "complete": None,  # these two are set at session finish (completeness)
+        "incomplete_reason": None,
         "machine_id": machine_id(),
         "machine": machine_info(),
         "commit": commit_info(Path(config.rootpath)),
@@ -72,6 +82,28 @@ def run_info(
         "xdist": {"workers": sum(1 for p in processes if p.get("worker"))} if is_controller(config) else None,
         "pytest_benchmark": benchmark_status(config),
     }
+
+
+def completeness(exitstatus: int, collection_errors: int, results: int) -> dict[str, Any]:
+    """The run block's ``complete`` and ``incomplete_reason``. A run that was interrupted, lost case files to
+    collection errors or recorded no result holds fewer cases than the suite: as a baseline its missing cases would
+    read as a changed suite, so ``--vl-autosave`` does not store it and ``--vl-compare`` refuses it."""
+    reason = None
+    if collection_errors:
+        reason = "collection errors"
+    elif exitstatus == pytest.ExitCode.INTERRUPTED:
+        reason = "interrupted"
+    elif not results:
+        reason = "no case ran"
+    return {"complete": reason is None, "incomplete_reason": reason}
+
+
+def incomplete_reason(record: Mapping[str, Any]) -> str | None:
+    """Why a record is incomplete, or None; a record written before ``complete`` existed counts as complete."""
+    run = record.get("run")
+    if isinstance(run, Mapping) and run.get("complete") is False:
+        return str(run.get("incomplete_reason") or "incomplete")
+    return None
 
 
 def _iso(when: datetime) -> str:

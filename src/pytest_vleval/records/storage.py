@@ -5,8 +5,9 @@
         0001_before-upgrade.json        # --vl-save=before-upgrade
         0002_3f2a9c1d_20261122_061502.json   # --vl-autosave: commit, UTC time (+ "_uncommitted-changes")
 
-Numbers grow per machine folder. A reference (``--vl-compare=REF``) is ``latest``, a number (``3``, ``0003``),
-a name (``before-upgrade``, or a whole file stem), or the path of a JSON record anywhere.
+Numbers grow per machine folder. A reference (``--vl-compare=REF``) is ``latest`` (the newest complete run: an
+interrupted one is passed over), a number (``3``, ``0003``), a name (``before-upgrade``, or a whole file stem), or the
+path of a JSON record anywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from pytest_vleval.records.run_info import incomplete_reason
 
 _RUN_RE = re.compile(r"^(\d{4,})_(.+)\.json$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -102,16 +105,31 @@ class RunStorage:
         write_json(path, record)
         return path
 
+    def latest(self) -> tuple[Path, list[tuple[StoredRun, str]]]:
+        """This machine's newest complete run, and the newer incomplete runs passed over (each with why)."""
+        here = self.runs()
+        if not here:
+            raise StorageError(
+                f"no saved run in {self.folder} to compare with; save one first with --vl-save or --vl-autosave"
+            )
+        skipped: list[tuple[StoredRun, str]] = []
+        for run in reversed(here):
+            reason = _incomplete(run.path)
+            if reason is None:
+                return run.path, skipped
+            skipped.append((run, reason))
+        newest, why = skipped[0]
+        raise StorageError(
+            f"no complete saved run in {self.folder} to compare with: all {len(skipped)} are incomplete (the newest, "
+            f"{newest.path.name}: {why}); re-run the whole suite and save it with --vl-save or --vl-autosave"
+        )
+
     def find(self, ref: str) -> Path:
         """The record a ``--vl-compare`` reference names (see the module docstring)."""
         ref = ref.strip()
         here = self.runs()
         if ref in ("", "latest"):
-            if not here:
-                raise StorageError(
-                    f"no saved run in {self.folder} to compare with; save one first with --vl-save or --vl-autosave"
-                )
-            return here[-1].path
+            return self.latest()[0]
         for pool in (here, self.runs(all_machines=True) if self.root.is_dir() else []):
             matches = _matching(pool, ref)
             if len(matches) == 1 or (matches and pool is here):
@@ -124,6 +142,13 @@ class RunStorage:
                 )
         where = f"{self.folder}" if not self.root.is_dir() else f"{self.root} (any machine folder)"
         raise StorageError(f"no saved run matches {ref!r} in {where}; use latest, a number, a name or a JSON path")
+
+
+def _incomplete(path: Path) -> str | None:
+    try:
+        return incomplete_reason(read_json(path))
+    except StorageError:
+        return None  # an unreadable record stops the comparison later, with its own message
 
 
 def _matching(runs: list[StoredRun], ref: str) -> list[StoredRun]:
