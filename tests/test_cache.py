@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vleval.backends.hub import hub_snapshot
 from pytest_vleval.models import resolve_model
 from pytest_vleval.predict import cache as cache_module
 from pytest_vleval.predict.cache import MEMO_MIN_BYTES, AnswerCache
@@ -23,7 +24,6 @@ from pytest_vleval.predict.fingerprints import (
     answer_code_hash,
     answer_code_modules,
     directory_fingerprint,
-    hub_snapshot,
     module_source,
 )
 
@@ -337,12 +337,17 @@ def test_killed_run_keeps_its_answers_and_the_next_run_resumes(cached_project: p
 def test_xdist_workers_share_the_cache(cached_project: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     cached_project.makefile(".yaml", test_a=cases_yaml(6), test_b=cases_yaml(6, question="say: x{n} b"))
-    cached_project.runpytest("--vl-model=fake", "-n", "2").assert_outcomes(passed=12)
+    cold = cached_project.runpytest("--vl-model=fake", "-n", "2")
+    cold.assert_outcomes(passed=12)
     first = generated(cached_project)
     assert len(first) == 12  # each worker batches only the cases it runs
     assert len(entries(cached_project.path / ".vleval" / "cache")) == 12
-    cached_project.runpytest("--vl-model=fake", "-n", "2").assert_outcomes(passed=12)
+    # the controller's summary counts what the workers stored and reused (it said "0 stored" once)
+    cold.stdout.fnmatch_lines(["*answer cache *: 0 answers reused, 12 stored"])
+    warm = cached_project.runpytest("--vl-model=fake", "-n", "2")
+    warm.assert_outcomes(passed=12)
     assert generated(cached_project) == []
+    warm.stdout.fnmatch_lines(["*answer cache *: 12 answers reused, 0 stored"])
 
 
 @pytest.mark.parametrize("dist", ["load", "loadfile"])

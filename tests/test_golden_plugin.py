@@ -156,3 +156,19 @@ def test_broken_manifest_is_a_collection_error_for_that_set_only(fake_project: p
     result = fake_project.runpytest("golden", "--vl-model=fake", "--continue-on-collection-errors", "-k", "not METEOR")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*ERROR collecting golden/broken/golden.yaml*", "*CIDEX*"])
+
+
+def test_a_skip_reason_is_told_once_per_run() -> None:
+    """SPICE's ~400-character reason used to repeat for every golden set and model."""
+    from pytest_vleval.report.terminal import golden_lines
+
+    why = "SPICE needs the Stanford CoreNLP 3.6.0 jars; ... pytest-vleval never downloads them"
+    results = [
+        {"set": name, "model": model, "corpus": {"CIDEr": 0.5}, "skipped": {"SPICE": why}}
+        for name in ("shapes", "photos")
+        for model in ("a", "b")
+    ]
+    lines = golden_lines(results)
+    assert sum(why in line for line in lines) == 1
+    assert lines[1] == f"  SPICE not run: {why}"
+    assert lines.count("  SPICE not run (as above)") == 3

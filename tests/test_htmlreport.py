@@ -397,6 +397,21 @@ def test_table_marks_the_best_value_per_column_in_its_direction() -> None:
     )
 
 
+def test_table_notes_only_the_columns_it_shows_and_why_a_cost_is_missing() -> None:
+    """Every answer from the answer cache: no latency or throughput, so no such columns, no notes for them, and
+    --vl-gpu-cost-per-hour says why it gave nothing instead of doing nothing."""
+    record = _record(
+        [{"label": "m", "eval": {"cases": 3}, "suites": {}, "metrics": {"accuracy": 1.0, "mean_score": 1.0}}]
+    )
+    table = build_table(record, cost_per_hour=2.5)
+    assert [c.name for c in table.columns] == ["pass", "score"]
+    assert not any(note.startswith(("latency:", "tok/s:")) for note in table.notes)
+    assert [note for note in table.notes if note.startswith("$/1k req")] == [
+        "$/1k req: not computed although --vl-gpu-cost-per-hour=2.5 was given: no answer was generated in this run "
+        "(all came from the answer cache), so there is no throughput; --vl-refresh regenerates them"
+    ]
+
+
 def test_short_names_merge_and_word_diff() -> None:
     assert short_names(["a/test_colour.yaml", "b/test_shape.yml", "c/test_shape.yaml"]) == {
         "a/test_colour.yaml": "colour",

@@ -489,7 +489,7 @@ def test_server_not_running_fails_every_case_naming_the_url(fake_project: pytest
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(
         [
-            f"*model 'openai://127.0.0.1:{port}/v1/stub-vlm' failed to load: no OpenAI-compatible server answers "
+            f"*model 'stub-vlm' could not be loaded: no OpenAI-compatible server answers "
             f"at http://127.0.0.1:{port}/v1 (GET http://127.0.0.1:{port}/v1/models: cannot connect*is it running?*"
         ]
     )

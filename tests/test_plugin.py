@@ -232,6 +232,9 @@ cases:
     result.assert_outcomes(passed=1)
     result = fake_project.runpytest("--vl-model=fake", "-m", "vleval and not colour", "-k", "plain")
     result.assert_outcomes(passed=1)
+    # a case's tags add to the defaults' (the README says so): 'colour' is also a 'shapes' case
+    result = fake_project.runpytest("--vl-model=fake", "-m", "shapes and colour")
+    result.assert_outcomes(passed=1)
 
 
 def test_cases_use_fixtures(fake_project: pytest.Pytester) -> None:
@@ -332,9 +335,14 @@ def test_model_that_fails_to_load_fails_its_cases_clearly(fake_project: pytest.P
         ".yaml",
         test_a="cases:\n  - {id: a, image: images/red.png, question: q, expected: x}\n  - {id: b, image: images/red.png, question: q, expected: x}\n",
     )
-    result = fake_project.runpytest(f"--vl-model={fake_project.path / 'no-such-model'}")
+    result = fake_project.runpytest("--vl-model=no-such-org/no-such-model")  # a hub id; the suite is offline
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*model*no-such-model* failed to load*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*model 'no-such-model' could not be loaded: cannot load model*HF_HUB_OFFLINE=1 is set*",
+            "*could not be loaded (the reason is in the report of test_a.yaml::a?no-such-model?)",
+        ]
+    )
 
 
 def test_vl_model_fixture_in_python_tests(fake_project: pytest.Pytester) -> None:

@@ -44,6 +44,8 @@ def _ran(result: pytest.RunResult) -> list[str]:
 def _first_run(project: pytest.Pytester) -> None:
     result = project.runpytest("--vl-model=fake", "-v")
     result.assert_outcomes(passed=3, failed=2)
+    # a failure is its message alone: pytest used to add this line to every one (all our frames are hidden)
+    assert "All traceback entries are hidden" not in result.stdout.str()
 
 
 def test_last_failed_reruns_only_the_failed_case_and_metric(fake_project: pytest.Pytester) -> None:

@@ -487,6 +487,26 @@ def test_unparsable_boxes(convention, text):
     assert result.detail.startswith("could not parse a box")
 
 
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ('```json\n[\n  {"bbox_2d": [312, 88, 6', "a ``` code fence is never closed"),
+        ('[{"bbox_2d": [312, 88, 6', "'[' is never closed"),
+        ("The cat is at <box>(312,88),(6", "<box> is never closed"),
+    ],
+)
+def test_an_answer_cut_by_the_token_budget_says_so(answer, why):
+    """Real models spend tokens on fences and labels: a box cut short by max_new_tokens must not read as gibberish."""
+    result = score("iou", answer, list(TARGET), context=ScoreContext(image_sizes=IMAGE, box_convention="qwen3"))
+    assert result.score == 0.0 and result.parse_failed
+    assert result.detail.endswith(f"the answer looks cut off ({why}): it may have run out of max_new_tokens, raise it")
+
+
+def test_a_complete_unparsable_answer_is_not_called_cut_off():
+    result = score("iou", "The cat is on the left.", list(TARGET), context=ScoreContext(image_sizes=IMAGE))
+    assert "cut off" not in result.detail
+
+
 def test_box_set_up_errors():
     with pytest.raises(ValueError, match="resized_size is needed"):
         parse_box('{"bbox_2d": [1, 2, 3, 4]}', "qwen2.5", image_size=(640, 480))

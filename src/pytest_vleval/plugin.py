@@ -81,14 +81,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def vl_model(request: pytest.FixtureRequest) -> Backend:
     """The loaded model (a Backend: ``generate(conversations)``), once per session per process per model."""
-    from pytest_vleval.predict.pool import PredictionError
+    from pytest_vleval.predict.pool import ModelLoadFailed
 
     vl = get_session(request.config)
     spec = getattr(request, "param", vl.models[0])
     try:
         return vl.pool.get(spec)
-    except PredictionError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    except ModelLoadFailed as exc:
+        failure = exc
+    pytest.fail(vl.pool.load_failure(failure, request.node.nodeid), pytrace=False)  # outside: no chained report
 
 
 @pytest.hookimpl

@@ -25,8 +25,9 @@ from pytest_vleval.backends.base import (
 )
 from pytest_vleval.backends.devices import process_device
 from pytest_vleval.backends.families import adapter_for_config
+from pytest_vleval.backends.hf_load import load_processor_and_model
 from pytest_vleval.backends.pixels import effective_size, limited, model_limits, resize_within, takes_limits
-from pytest_vleval.backends.precision import precision_label, quantization_config
+from pytest_vleval.backends.precision import precision_label
 
 if TYPE_CHECKING:
     from pytest_vleval.options import VlOptions
@@ -101,40 +102,10 @@ def resolve_dtype(requested: str, device: str) -> torch.dtype:
     return torch.float16
 
 
-def _load_model(
-    source: str, *, dtype: torch.dtype, device: str, trust_remote_code: bool, quantization: Any = None
-) -> Any:
-    import transformers
-
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-    if device == "cuda":
-        kwargs["device_map"] = "auto"
-    elif device.startswith("cuda:"):
-        kwargs["device_map"] = {"": device}
-    errors = []
-    for name in ("AutoModelForImageTextToText", "AutoModelForVision2Seq", "AutoModelForCausalLM"):
-        auto = getattr(transformers, name, None)
-        if auto is None:
-            continue
-        try:
-            model = auto.from_pretrained(source, **kwargs)
-        except ValueError as exc:  # "Unrecognized configuration class ... for this kind of AutoModel"
-            errors.append(f"{name}: {str(exc).splitlines()[0]}")
-            continue
-        if "device_map" not in kwargs:
-            model = model.to(device)
-        return model.eval()
-    raise ModelLoadError(f"no transformers Auto class can load {source}: " + "; ".join(errors))
-
-
 class TransformersBackend(BackendBase):
     """Loads once; answers batches greedily with left padding; answers exclude the prompt."""
 
     def __init__(self, spec: ModelSpec, options: VlOptions) -> None:
-        import transformers
-
         self.spec = spec
         started = time.perf_counter()
         # Under pytest-xdist each worker binds to its own GPU (gw0 -> cuda:0, ...).
@@ -144,22 +115,7 @@ class TransformersBackend(BackendBase):
             raise ModelLoadError(
                 f"--vl-quantization={options.quantization} needs a CUDA GPU; the model would run on {self.device}"
             )
-        try:
-            self.processor = transformers.AutoProcessor.from_pretrained(
-                spec.source, trust_remote_code=options.trust_remote_code
-            )
-            self.model = _load_model(
-                spec.source,
-                dtype=self.dtype,
-                device=self.device,
-                trust_remote_code=options.trust_remote_code,
-                quantization=quantization_config(options.quantization, self.dtype),
-            )
-        except ModelLoadError:
-            raise
-        except (OSError, ValueError, ImportError) as exc:
-            where = "local directory" if spec.is_local else "hub id (needs network or a local cache)"
-            raise ModelLoadError(f"cannot load model {spec.requested!r} from {where} {spec.source}: {exc}") from exc
+        self.processor, self.model = load_processor_and_model(spec, options, device=self.device, dtype=self.dtype)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         # Batched generation needs left padding; most reloaded tokenizers default to right.
         self.tokenizer.padding_side = "left"

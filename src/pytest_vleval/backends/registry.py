@@ -81,9 +81,14 @@ def _label_for(requested: str) -> str:
     return re.sub(r"[\[\]\s]", "_", name)
 
 
+def looks_like_path(requested: str) -> bool:
+    """Written as a path (``./``, ``../``, ``/``, ``~``, a Windows drive), never a hub id."""
+    return requested.startswith(("./", "../", "/", "~", ".\\", "..\\")) or bool(re.match(r"[A-Za-z]:[\\/]", requested))
+
+
 def resolve_model(requested: str, *, rootdir: Path | None = None) -> ModelSpec:
     """Resolve an alias, a built-in name, a served model (openai://HOST:PORT/v1/MODEL), a local directory
-    or a hub id. A malformed openai:// spec raises ValueError."""
+    or a hub id. A malformed openai:// spec, or a path that is not a directory, raises ValueError."""
     if "://" in requested:
         from pytest_vleval.backends.openai_api import is_openai_spec, parse_spec
 
@@ -96,6 +101,12 @@ def resolve_model(requested: str, *, rootdir: Path | None = None) -> ModelSpec:
         candidate = rootdir / candidate
     if candidate.is_dir():
         return ModelSpec(requested, str(candidate.resolve()), _label_for(requested), True)
+    if looks_like_path(requested) or candidate.is_file():
+        problem = "is a file, not a model directory" if candidate.exists() else "does not exist"
+        raise ValueError(
+            f"{requested!r} looks like a local path, but {candidate} {problem}: give a directory holding the "
+            "model's config.json and weights (as saved by save_pretrained), an alias (e.g. Qwen3-VL-8B) or a hub id"
+        )
     source = ALIASES.get(requested, requested)
     return ModelSpec(requested, source, _label_for(requested), False)
 

@@ -8,6 +8,7 @@ the plugin shares (case items here, golden-set items in ``golden_items.py``, lat
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,23 @@ class VlItem(pytest.Function):
         """An item whose test function carries `marks` (and the plugin's own ``vleval`` mark)."""
         return cls.from_parent(parent, name=name, callobj=_test_function(marks), **fields)
 
+    def runtest(self) -> None:
+        """The test; when its model could not be loaded, one failure that tells why (or where that was told).
+
+        PIL's DecompressionBombWarning is silenced here: the image's case reported it at collection
+        (``cases/images.py``), and a batch opens other cases' images, so PIL's own warning would land on this test.
+        """
+        from PIL import Image
+
+        from pytest_vleval.predict.pool import ModelLoadFailed
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                super().runtest()
+        except ModelLoadFailed as exc:
+            pytest.fail(get_session(self.config).pool.load_failure(exc, self.nodeid), pytrace=False)
+
     def run_test(self, request: pytest.FixtureRequest) -> None:
         raise NotImplementedError
 
@@ -73,7 +91,7 @@ class VlItem(pytest.Function):
             and not self.config.getoption("fulltrace", False)
         ):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo)
 
 
 def _parse_own_id(item: pytest.Item) -> None:
@@ -153,7 +171,7 @@ class CaseFileNode(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         vl = get_session(self.config)
         try:
-            case_file = load_case_file(self.path)
+            case_file = load_case_file(self.path, roots=(self.config.rootpath, *vl.options.data_roots))
         except CaseFileError as exc:
             raise self.CollectError(str(exc)) from None
         for case in case_file.cases:

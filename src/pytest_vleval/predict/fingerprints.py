@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_vleval.backends.base import backend_type
+from pytest_vleval.backends.hub import hub_snapshot
 from pytest_vleval.predict.cache import CACHE_FORMAT, AnswerCache, sha256_text
 
 if TYPE_CHECKING:
@@ -140,28 +141,6 @@ class ModelFingerprint:
     label: str
     key: str | None
     basis: str  # what the key was computed from, or why there is none
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache folder, by huggingface_hub's rules (read at each call, no import)."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return Path(os.environ[variable]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
-def hub_snapshot(repo_id: str, revision: str = "main") -> Path | None:
-    """The local snapshot folder a hub id resolves to offline (``refs/<revision>``), or None."""
-    repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    try:
-        commit = (repo / "refs" / revision).read_text().strip()
-    except OSError:
-        return None
-    snapshot = repo / "snapshots" / commit
-    return snapshot if commit and (snapshot / "config.json").is_file() else None
 
 
 def directory_fingerprint(folder: Path, cache: AnswerCache) -> str:

@@ -7,13 +7,22 @@ import sys
 import time
 from collections.abc import Callable
 
-from pytest_vleval.backends.base import Backend, ModelSpec, complete_backend
+from pytest_vleval.backends.base import Backend, ModelLoadError, ModelSpec, complete_backend
 
-__all__ = ["ModelPool", "PredictionError", "free_accelerator_memory", "is_out_of_memory"]
+__all__ = ["ModelLoadFailed", "ModelPool", "PredictionError", "free_accelerator_memory", "is_out_of_memory"]
 
 
 class PredictionError(Exception):
     """A case could not be answered (the model failed on it); other cases are unaffected."""
+
+
+class ModelLoadFailed(PredictionError):
+    """The model of a case could not be loaded: every case of that model fails, the reason is told once."""
+
+    def __init__(self, label: str, reason: str) -> None:
+        super().__init__(reason)
+        self.label = label
+        self.reason = reason
 
 
 class ModelPool:
@@ -29,19 +38,20 @@ class ModelPool:
         self.load_counts: dict[str, int] = {}
         self.infos: dict[str, dict[str, object]] = {}
         self.load_errors: dict[str, str] = {}
+        self.load_error_shown_at: dict[str, str] = {}  # model label -> the test id whose report holds the reason
 
     def get(self, spec: ModelSpec) -> Backend:
         if self._current is not None and self._current.spec.label == spec.label:
             return self._current
         if spec.label in self.load_errors:
-            raise PredictionError(self.load_errors[spec.label])
+            raise ModelLoadFailed(spec.label, self.load_errors[spec.label])
         self.close()
         started = time.perf_counter()
         try:
             backend = complete_backend(self._load(spec))
         except Exception as exc:
-            self.load_errors[spec.label] = f"model {spec.requested!r} failed to load: {exc}"
-            raise PredictionError(self.load_errors[spec.label]) from exc
+            self.load_errors[spec.label] = str(exc) if isinstance(exc, ModelLoadError) else load_error_text(spec, exc)
+            raise ModelLoadFailed(spec.label, self.load_errors[spec.label]) from exc
         self.load_counts[spec.label] = self.load_counts.get(spec.label, 0) + 1
         info = dict(backend.info or {})
         info.setdefault("load_seconds", round(time.perf_counter() - started, 3))
@@ -49,10 +59,24 @@ class ModelPool:
         self._current = backend
         return backend
 
+    def load_failure(self, failure: ModelLoadFailed, test_id: str) -> str:
+        """The message a test of a model that did not load fails with: the whole reason in the first test's
+        report (per process), a one-line reference to it in every other."""
+        first = self.load_error_shown_at.setdefault(failure.label, test_id)
+        if first == test_id:
+            return f"model {failure.label!r} could not be loaded: {failure.reason}"
+        return f"model {failure.label!r} could not be loaded (the reason is in the report of {first})"
+
     def close(self) -> None:
         if self._current is not None:
             self._current.close()
             self._current = None
+
+
+def load_error_text(spec: ModelSpec, exc: Exception) -> str:
+    """A loader's unexpected exception as one line or two: its type and message, never its traceback."""
+    text = str(exc).strip() or "(no message)"
+    return f"loading {spec.requested!r} raised {type(exc).__name__}: {text} (--full-trace shows where)"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

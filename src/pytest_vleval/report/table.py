@@ -129,37 +129,46 @@ def _caption_columns(record: Mapping[str, Any], models: Sequence[Mapping[str, An
 def _speed_columns(
     models: Sequence[Mapping[str, Any]], add: Add, notes: list[str], cost_per_hour: float | None
 ) -> None:
+    """Latency, tokens, memory, throughput and cost; a note for each column shown (none for an absent one), and
+    one that says why the cost asked for cannot be given when nothing was generated (every answer cached)."""
     benchmarked = any(_metric(m, "latency_p50") is not None for m in models)
     prefix = "latency" if benchmarked else "case_seconds"
-    if benchmarked:
-        what = "one request alone, --vl-benchmark rounds"
-        notes.append("latency: one request alone, end to end (--vl-benchmark rounds)")
-    else:
-        what = "per case in batches: a batch's time / its size"
+    what = (
+        "one request alone, --vl-benchmark rounds" if benchmarked else "per case in batches: a batch's time / its size"
+    )
+    latency = {q: [_metric(m, f"{prefix}_{q}") for m in models] for q in ("p50", "p95")}
+    if any(v is not None for values in latency.values() for v in values):
         notes.append(
-            "latency: generation time per case in batches (a batch's time / its size); "
+            "latency: one request alone, end to end (--vl-benchmark rounds)"
+            if benchmarked
+            else "latency: generation time per case in batches (a batch's time / its size); "
             "--vl-benchmark measures single requests"
         )
-    for q in ("p50", "p95"):
-        add(
-            Column("latency", q, "seconds", LOWER, f"latency {q}, {what}"),
-            [_metric(m, f"{prefix}_{q}") for m in models],
-        )
+    for q, values in latency.items():
+        add(Column("latency", q, "seconds", LOWER, f"latency {q}, {what}"), values)
     tokens = [_metric(m, "tokens_per_s") for m in models]
     add(Column("", "tok/s", "tokens", HIGHER, "output tokens per second of generation (--vl-benchmark)"), tokens)
-    if all(t is None for t in tokens) and models:
-        notes.append("tok/s: needs --vl-benchmark and a backend that counts tokens")
+    if all(t is None for t in tokens) and benchmarked:
+        notes.append("tok/s: needs a backend that counts tokens")
     add(
         Column("", "peak mem", "bytes", LOWER, "CUDA allocator peak on a GPU, else the process's RSS peak"),
         [_metric(m, "memory_peak") for m in models],
     )
     per_hour = [None if (v := _metric(m, "cases_per_s")) is None else v * 3600 for m in models]
     add(Column("", "cases/h", "per_hour", HIGHER, "cases answered per hour of generation (batched)"), per_hour)
-    if cost_per_hour is not None:
-        cost = [None if not rate else cost_per_hour / rate * 1000 for rate in per_hour]
-        add(Column("", "$/1k req", "usd", LOWER, f"USD per 1,000 requests at ${cost_per_hour:g}/h"), cost)
+    if cost_per_hour is None:
+        return
+    cost = [None if not rate else cost_per_hour / rate * 1000 for rate in per_hour]
+    add(Column("", "$/1k req", "usd", LOWER, f"USD per 1,000 requests at ${cost_per_hour:g}/h"), cost)
+    if any(c is not None for c in cost):
         notes.append(
             f"$/1k req: ${cost_per_hour:g} per GPU hour / cases per hour x 1000 (estimate, at the measured throughput)"
+        )
+    else:
+        notes.append(
+            f"$/1k req: not computed although --vl-gpu-cost-per-hour={cost_per_hour:g} was given: no answer was "
+            "generated in this run (all came from the answer cache), so there is no throughput; "
+            "--vl-refresh regenerates them"
         )
 
 

@@ -139,7 +139,9 @@ def _model_lines(
 
 
 def golden_lines(golden: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line of scores per (set, model); why a metric did not run is told in full once, then referred to."""
     lines = []
+    told: set[str] = set()
     for result in golden:
         scores = "  ".join(f"{m} {float(v):.3f}" for m, v in (result.get("corpus") or {}).items())
         lines.append(f"golden {result['set']} on {result['model']}: {scores}")
@@ -148,7 +150,9 @@ def golden_lines(golden: Sequence[Mapping[str, Any]]) -> list[str]:
         for metric, reason in notes.items():
             reasons.setdefault(str(reason), []).append(str(metric))
         for reason, metrics in reasons.items():
-            lines.append(f"  {', '.join(metrics)} not run: {reason}")
+            names = ", ".join(metrics)
+            lines.append(f"  {names} not run: {reason}" if reason not in told else f"  {names} not run (as above)")
+            told.add(reason)
         if result.get("tokenizer") == "fallback":
             lines.append("  tokenised without Java (pure-Python stand-in): scores may differ slightly from official")
         if result.get("errors"):

@@ -254,6 +254,24 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return min(1.0, max(0.0, inter / union))
 
 
+_BRACKETS = (("[", "]"), ("{", "}"), ("(", ")"))
+_OPEN_TAGS = (("<box>", "</box>"), ("<ref>", "</ref>"), ("<|box_start|>", "<|box_end|>"))
+
+
+def cut_off(answer: str) -> str | None:
+    """What makes `answer` look cut short (a code fence or bracket opened and never closed), or None. A message
+    hint only: a generation that ran out of tokens stops mid-structure, and the failure should say so."""
+    if answer.count("```") % 2:
+        return "a ``` code fence is never closed"
+    for opening, closing in _OPEN_TAGS:
+        if answer.count(opening) > answer.count(closing):
+            return f"{opening} is never closed"
+    for opening, closing in _BRACKETS:
+        if answer.count(opening) > answer.count(closing):
+            return f"{opening!r} is never closed"
+    return None
+
+
 def _fmt_box(box: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.1f}" for v in box) + "]"
 
@@ -267,11 +285,11 @@ def score_iou(
     resized = context.resized_sizes[0] if context.resized_sizes else None
     boxes = parse_boxes(prediction, convention, image_size=context.image_sizes[0], resized_size=resized)
     if not boxes:
-        return ScoreResult(
-            0.0,
-            f"could not parse a box in the {convention!r} convention ({BOX_CONVENTIONS[convention]})",
-            True,
-        )
+        detail = f"could not parse a box in the {convention!r} convention ({BOX_CONVENTIONS[convention]})"
+        cut = cut_off(prediction)
+        if cut:
+            detail += f"; the answer looks cut off ({cut}): it may have run out of max_new_tokens, raise it"
+        return ScoreResult(0.0, detail, True)
     label = options.get("label")
     chosen, how = choose_box(boxes, label=str(label) if label is not None else None, refer=context.refer)
     if chosen is None:

@@ -326,6 +326,9 @@ class CaptionEvaluator:
                 detail = meteor_error(self._meteor_stderr)
                 self.close()
                 raise CaptionMetricError(f"METEOR process failed: {exc!r}{detail}") from exc
+            except BaseException:  # Ctrl-C mid-exchange: the process is out of step with us; stop it now
+                self.close()
+                raise
             scoring.record("METEOR", score, scores)
 
     def _spice_metric(

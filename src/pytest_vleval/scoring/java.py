@@ -108,18 +108,34 @@ def start_meteor(java: str, *, cwd: Path, tmp: Path) -> tuple[Any, IO[bytes]]:
     run from our cache folder rather than from inside site-packages. The scorer object is made without its
     ``__init__`` (which would start a second, locale-less process); ``meteor_cmd``, ``meteor_p`` and ``lock``
     are the attributes its ``compute_score`` reads.
-    """
-    from pycocoevalcap.meteor.meteor import Meteor
 
+    The process's lifetime is ours (:func:`stop_process`, called by the caller's finalizer), not the scorer's:
+    pycocoevalcap's ``Meteor.__del__`` takes the scorer's lock, which ``compute_score`` never releases when it is
+    interrupted (it has no ``finally``), so after a Ctrl-C during METEOR the interpreter hung forever in
+    ``__del__``. :func:`owned_meteor_class`'s ``__del__`` does nothing.
+    """
     jar = pycocoevalcap_dir() / "meteor" / _METEOR_JAR
     command = [java, "-jar", "-Xmx2G", *LOCALE_FLAGS, str(jar), "-", "-", "-stdio", "-l", "en", "-norm"]
     stderr = tempfile.TemporaryFile(dir=tmp)
     process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-    meteor = Meteor.__new__(Meteor)
+    owned: Any = owned_meteor_class()
+    meteor = owned.__new__(owned)
     meteor.meteor_cmd = command
     meteor.meteor_p = process
     meteor.lock = threading.Lock()
     return meteor, stderr
+
+
+@functools.cache
+def owned_meteor_class() -> type:
+    """pycocoevalcap's ``Meteor`` without its ``__del__`` (see :func:`start_meteor`)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    class OwnedMeteor(Meteor):  # type: ignore[misc]
+        def __del__(self) -> None:
+            pass  # the process is stopped by whoever started it; never wait on the scorer's lock
+
+    return OwnedMeteor
 
 
 def meteor_error(stderr: IO[bytes] | None) -> str:
