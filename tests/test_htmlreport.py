@@ -318,6 +318,18 @@ def test_per_case_diffs_and_history_against_saved_runs(two_model_project: pytest
     )  # fmt: skip
     again = (two_model_project.path / "cli2.html").read_text(encoding="utf-8")
     assert "<del>wrong</del><ins>red</ins>" in again and 'alt="metric history"' in again
+    # An interrupted run saved by name is no point of the history: its missing cases are not a drop.
+    broken = json.loads((storage / "0001_before.json").read_text(encoding="utf-8"))
+    broken["run"].update(complete=False, incomplete_reason="interrupted")
+    (storage / "0003_broken.json").write_text(json.dumps(broken), encoding="utf-8")
+    run_cli(
+        two_model_project.path, "report", str(storage / "0002_after.json"), "--storage", str(storage.parent),
+        "-o", "cli3.html",
+    )  # fmt: skip
+    assert "0003_broken" not in (two_model_project.path / "cli3.html").read_text(encoding="utf-8")
+    rerun = two_model_project.runpytest("test_cases", "--vl-model=fake", "--vl-report=r2.html")
+    rerun.assert_outcomes(passed=5, failed=1)
+    assert "0003_broken" not in (two_model_project.path / "r2.html").read_text(encoding="utf-8")
 
 
 def test_golden_sets_are_in_the_record_and_the_report(fake_project: pytest.Pytester) -> None:

@@ -106,7 +106,8 @@ def _html(recorder: Recorder, record: dict[str, Any]) -> Path:
 
 
 def session_history(recorder: Recorder, record: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], str]:
-    """The saved runs of this machine's storage folder, oldest first, ending with this run."""
+    """The complete saved runs of this machine's storage folder, oldest first, ending with this run."""
+    from pytest_vleval.records.run_info import incomplete_reason
     from pytest_vleval.records.schema import RecordError, check_record
     from pytest_vleval.report.html import HISTORY_RUNS
 
@@ -121,9 +122,11 @@ def session_history(recorder: Recorder, record: dict[str, Any]) -> tuple[list[tu
             this_saved = True
             continue
         try:
-            points.append((stored.path.stem, check_record(read_json(stored.path), stored.path)))
+            stored_record = check_record(read_json(stored.path), stored.path)
         except (StorageError, RecordError):
             continue
+        if incomplete_reason(stored_record) is None:  # an interrupted run's missing cases are not a drop
+            points.append((stored.path.stem, stored_record))
     if not this_saved:
         points.append(("this run", record))
     return points, f"storage {recorder.display_path(storage.folder)}"

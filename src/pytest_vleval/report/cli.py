@@ -164,7 +164,8 @@ def _merged_run(copies: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def storage_history(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    """The saved runs of a storage folder (this machine's sub-folder when it has one), oldest first."""
+    """The complete saved runs of a storage folder (this machine's sub-folder when it has one), oldest first."""
+    from pytest_vleval.records.run_info import incomplete_reason
     from pytest_vleval.records.storage import RunStorage, machine_id
     from pytest_vleval.report.html import HISTORY_RUNS
 
@@ -174,9 +175,11 @@ def storage_history(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     points = []
     for stored in storage.runs()[-HISTORY_RUNS:]:
         try:
-            points.append((stored.path.stem, read_record(stored.path)))
+            record = read_record(stored.path)
         except CliError:
             continue
+        if incomplete_reason(record) is None:  # an interrupted run's missing cases are not a drop
+            points.append((stored.path.stem, record))
     return points
 
 
