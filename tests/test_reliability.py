@@ -103,10 +103,10 @@ def _processes_with(token: str) -> list[int]:
 
 
 def interrupt_at(
-    project: Path, stage: str, *args: str, reach_within: float = 120, ready: Path | None = None
+    project: Path, stage: str, *args: str, reach_within: float = 120, ready: Path | None = None, group: bool = False
 ) -> tuple[int, str]:
     """Run pytest in `project` until it reaches `stage` (its conftest, or whoever else, writes `ready`), send
-    SIGINT, and return (exit code, output). Fails when the stage is not reached, pytest does not end within
+    SIGINT (to its whole process group, as a terminal's Ctrl-C does, with `group`), and return (exit code, output). Fails when the stage is not reached, pytest does not end within
     GRACE_SECONDS, or a process is left."""
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc to find leftover processes")
@@ -117,14 +117,19 @@ def interrupt_at(
     env.pop("PYTEST_ADDOPTS", None)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + reach_within
         while not ready.exists():
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the run never reached {stage!r}:\n{log.read_text()[-4000:]}")
             time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
+        if group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
             code = process.wait(timeout=GRACE_SECONDS)
@@ -163,7 +168,8 @@ def test_ctrl_c_ends_the_run_and_keeps_what_was_done(stage_project: Path, stage:
     assert ran == ([] if stage == "loading" else ["first"])
 
 
-def test_ctrl_c_while_meteor_scores_captions_does_not_hang(fake_project: pytest.Pytester) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["pytest-alone", "process-group"])
+def test_ctrl_c_while_meteor_scores_captions_does_not_hang(fake_project: pytest.Pytester, group: bool) -> None:
     """pycocoevalcap's Meteor.__del__ waited forever for the lock an interrupted compute_score held."""
     from pytest_vleval.scoring.java import java_status
 
@@ -171,7 +177,7 @@ def test_ctrl_c_while_meteor_scores_captions_does_not_hang(fake_project: pytest.
         pytest.skip("METEOR needs Java")
     fake_project.makeconftest(STAGE_CONFTEST)
     make_set(fake_project, GOOD, "{METEOR: 0.1}")
-    code, output = interrupt_at(fake_project.path, "scoring", "--vl-model=stage", "--vl-json=run.json")
+    code, output = interrupt_at(fake_project.path, "scoring", "--vl-model=stage", "--vl-json=run.json", group=group)
     assert code == pytest.ExitCode.INTERRUPTED, output
     assert json.loads((fake_project.path / "run.json").read_text())["run"]["complete"] is False
 
