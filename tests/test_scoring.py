@@ -45,6 +45,7 @@ def test_registry_entries_are_consistent():
         "numeric",
         "relaxed_accuracy",
         "iou",
+        "ocrbench",
     }
     for name, scorer in SCORERS.items():
         assert scorer.name == name
@@ -574,6 +575,7 @@ def test_identity_for_vqa_and_regex(text):
 
 
 REFERENCES = {
+    "ocrbench": ["CENTRE", "y _ { 2 } = - 1\n"],
     "exact": ["red", "Two dogs."],
     "exact_normalized": ["red", "Two dogs."],
     "contains": ["red", "$5"],

@@ -41,7 +41,7 @@ SHARED_KEYS = frozenset(
 )
 CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "refer", "turns", *REFERENCE_KEYS}
 TURN_KEYS = frozenset({"question", "refer", *TURN_SETTINGS, *REFERENCE_KEYS})
-TOP_KEYS = frozenset({"defaults", "cases", "description"})
+TOP_KEYS = frozenset({"defaults", "cases", "description", "source"})
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,55 @@ class CaseFile:
 
 
 def load_case_file(
-    path: Path, *, default_max_new_tokens: int | None = None, roots: Sequence[Path] | None = None
+    path: Path,
+    *,
+    default_max_new_tokens: int | None = None,
+    roots: Sequence[Path] | None = None,
+    image_store: Path | None = None,
 ) -> CaseFile:
     """Parse and validate one case file; raises :class:`CaseFileError`. `roots`: the folders its images must
     lie in once symlinks and '..' are resolved (the plugin passes the rootdir and ini ``vl_data_roots``);
-    None: anywhere."""
+    None: anywhere. A ``source:`` block's rows become cases too (``cases/sources``); their images are not
+    opened at collection, and images embedded in a dataset are written once to `image_store` (default: a
+    ``.vleval/images`` folder next to the file)."""
     path = Path(path)
+    data = _read(path)
+    file_where = Where(path)
+    if not isinstance(data, Mapping):
+        raise file_where.error(None, "expected a mapping with a 'cases' list (or a 'source' block) at the top level")
+    check_keys(data, TOP_KEYS, file_where, "the file")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise file_where.error("defaults", "expected a mapping")
+    check_keys(defaults, SHARED_KEYS, file_where, "defaults")
+    raw_cases = data.get("cases")
+    if "source" not in data and (not isinstance(raw_cases, list) or not raw_cases):
+        raise file_where.error("cases", "expected a non-empty list of cases")
+    if raw_cases is not None and not isinstance(raw_cases, list):
+        raise file_where.error("cases", "expected a list of cases")
+
+    seen: dict[str, int] = {}
     allowed = resolved_roots(roots)
+    cases = [
+        _case(raw, index, path, defaults, seen, default_max_new_tokens, allowed)
+        for index, raw in enumerate(raw_cases or [])
+    ]
+    if "source" in data:
+        store = image_store if image_store is not None else path.parent / ".vleval" / "images"
+        rows, source_defaults = _source_rows(data["source"], path, store)
+        merged = {**source_defaults, **defaults}
+        for row in rows:
+            _reachable_threshold(row, merged)
+        start = len(cases)
+        cases += [
+            _case(row, start + index, path, merged, seen, default_max_new_tokens, None, lazy_images=True)
+            for index, row in enumerate(rows)
+        ]
+    description = data.get("description")
+    return CaseFile(path=path, cases=tuple(cases), description=str(description) if description else None)
+
+
+def _read(path: Path) -> Any:
     try:
         _, data = read_yaml(path)
     except (OSError, UnicodeDecodeError) as exc:
@@ -88,25 +130,46 @@ def load_case_file(
         where = f"{path}:{exc.line}" if exc.line is not None else str(path)
         hint = f"\nhint: {exc.hint}" if exc.hint else ""
         raise CaseFileError(f"{where}: YAML syntax error: {exc.problem}{hint}") from None
+    return data
 
-    file_where = Where(path)
-    if not isinstance(data, Mapping):
-        raise file_where.error(None, "expected a mapping with a 'cases' list at the top level")
-    check_keys(data, TOP_KEYS, file_where, "the file")
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, Mapping):
-        raise file_where.error("defaults", "expected a mapping")
-    check_keys(defaults, SHARED_KEYS, file_where, "defaults")
-    raw_cases = data.get("cases")
-    if not isinstance(raw_cases, list) or not raw_cases:
-        raise file_where.error("cases", "expected a non-empty list of cases")
 
-    seen: dict[str, int] = {}
-    cases = [
-        _case(raw, index, path, defaults, seen, default_max_new_tokens, allowed) for index, raw in enumerate(raw_cases)
-    ]
-    description = data.get("description")
-    return CaseFile(path=path, cases=tuple(cases), description=str(description) if description else None)
+def _reachable_threshold(row: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """A dataset row whose annotators disagree cannot reach vqa_accuracy's threshold (0.9 needs 3 of 10 giving one
+    answer): it passes at the best score its answers allow instead of making the whole source a collection error.
+    The score itself, and so the mean (the official number), is untouched."""
+    from collections import Counter
+
+    from pytest_vleval.scoring.registry import get_scorer
+    from pytest_vleval.scoring.vqa import vqa_accuracy
+
+    scorer = row.get("scorer", settings.get("scorer"))
+    answers = row.get("answers")
+    if scorer != "vqa_accuracy" or not isinstance(answers, list) or not answers:
+        return
+    texts = [str(answer) for answer in answers]
+    if Counter(texts).most_common(1)[0][1] >= 3:
+        return  # three identical answers score 1.0
+    threshold = row.get("threshold", settings.get("threshold", get_scorer("vqa_accuracy").default_threshold))
+    best = max(vqa_accuracy(text, texts) for text in texts)
+    if isinstance(threshold, (int, float)) and threshold > best:
+        row["threshold"] = best
+
+
+def _source_rows(block: Any, path: Path, store: Path) -> tuple[list[LineDict], Mapping[str, Any]]:
+    """A ``source:`` block's rows as case mappings located at the block's line, and its format's settings."""
+    from pytest_vleval.cases.sources import SourceError, expand_source
+
+    line = block.line if isinstance(block, LineDict) else None
+    try:
+        expanded = expand_source(block, path.parent, store)
+    except SourceError as exc:
+        raise Where(path, None, line).error("source", str(exc)) from None
+    rows = []
+    for row in expanded.rows:
+        located = LineDict(row)
+        located.line = line or 1
+        rows.append(located)
+    return rows, expanded.defaults
 
 
 def _case(
@@ -117,6 +180,8 @@ def _case(
     seen: dict[str, int],
     default_max_new_tokens: int | None,
     roots: Sequence[Path] | None = None,
+    *,
+    lazy_images: bool = False,
 ) -> Case:
     line = raw.line if isinstance(raw, LineDict) else None
     where = Where(path, f"#{index + 1}", line)
@@ -143,7 +208,7 @@ def _case(
         id=case_id,
         path=path,
         line=line or 1,
-        images=image_paths(raw, path.parent, where, roots),
+        images=image_paths(raw, path.parent, where, roots, lazy=lazy_images),
         turns=_turns(raw, settings, where),
         max_new_tokens=max_new,
         # A case's tags and fixtures add to the defaults' (as a test's marks add to its class's); other keys replace.

@@ -273,10 +273,11 @@ def _threshold(
 
 
 def image_paths(
-    data: Mapping[str, Any], base: Path, where: Where, roots: Sequence[Path] | None = None
+    data: Mapping[str, Any], base: Path, where: Where, roots: Sequence[Path] | None = None, *, lazy: bool = False
 ) -> tuple[Path, ...]:
     """The case's images, each checked (:func:`~pytest_vleval.cases.images.check_image`); `roots`: resolved
-    folders they must lie in, None: anywhere."""
+    folders they must lie in, None: anywhere. `lazy` (a dataset source's rows): paths only, checked when the
+    case runs, so that a large source collects without opening its images."""
     if "image" in data and "images" in data:
         raise where.error("images", "give either image or images, not both")
     if "image" in data:
@@ -292,6 +293,9 @@ def image_paths(
         if not isinstance(item, str) or not item.strip():
             raise where.error(key, f"expected an image path, got {item!r}")
         path = (base / item).resolve() if not Path(item).is_absolute() else Path(item)
+        if lazy:
+            paths.append(path)
+            continue
         try:
             note = check_image(path, item, roots)
         except ImageProblem as exc:

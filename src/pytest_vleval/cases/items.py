@@ -171,7 +171,11 @@ class CaseFileNode(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         vl = get_session(self.config)
         try:
-            case_file = load_case_file(self.path, roots=(self.config.rootpath, *vl.options.data_roots))
+            case_file = load_case_file(
+                self.path,
+                roots=(self.config.rootpath, *vl.options.data_roots),
+                image_store=self.config.rootpath / ".vleval" / "images",
+            )
         except CaseFileError as exc:
             raise self.CollectError(str(exc)) from None
         for case in case_file.cases:

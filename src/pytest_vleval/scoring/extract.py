@@ -111,6 +111,9 @@ DEFAULT_STEPS: dict[str, tuple[str, ...]] = {
     "anls": _SHORT,
     "numeric": ("thinking", "fences", "label"),
     "relaxed_accuracy": _SHORT,
+    # Containment on the raw answer: cutting text away (a full stop, quotes, a fence) can only lose official
+    # matches ("WOOD LUMBER CO." is an answer), never add one; only reasoning, which may quote wrong readings, goes.
+    "ocrbench": ("thinking",),
     "iou": ("thinking",),  # the box parser reads fences and JSON itself
 }
 

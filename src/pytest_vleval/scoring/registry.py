@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pytest_vleval.scoring.base import ScoreContext, Scorer, ScoreResult, ScorerFunc
 from pytest_vleval.scoring.boxes import BOX_CONVENTIONS, score_iou
 from pytest_vleval.scoring.numbers import score_numeric, score_relaxed
+from pytest_vleval.scoring.ocrbench import score_ocrbench
 from pytest_vleval.scoring.text import compile_regex, score_anls, score_contains, score_exact, score_regex
 from pytest_vleval.scoring.vqa import score_any_of, score_exact_normalized, score_vqa
 
@@ -97,6 +98,14 @@ SCORERS: dict[str, Scorer] = {
             options=("tolerance",),
         ),
         _scorer(
+            "ocrbench",
+            score_ocrbench,
+            "answers",
+            "OCRBench's official rule: any answer is a substring of the answer, both lower-cased and stripped "
+            "(hme: true, for HME100k rows: both with every space removed, case kept). 0/1.",
+            options=("hme",),
+        ),
+        _scorer(
             "iou",
             score_iou,
             "box",
@@ -139,6 +148,8 @@ def _validate_options(scorer: Scorer, options: Mapping[str, Any]) -> None:
         raise ValueError(f"option 'all' must be true or false, not {options['all']!r}")
     if "fullmatch" in options and not isinstance(options["fullmatch"], bool):
         raise ValueError(f"option 'fullmatch' must be true or false, not {options['fullmatch']!r}")
+    if "hme" in options and not isinstance(options["hme"], bool):
+        raise ValueError(f"option 'hme' must be true or false, not {options['hme']!r}")
     if "mode" in options and options["mode"] not in ("official", "evalai"):
         raise ValueError(f"option 'mode' must be 'official' or 'evalai', not {options['mode']!r}")
     if "convention" in options and options["convention"] not in BOX_CONVENTIONS:

@@ -1,0 +1,133 @@
+"""What every dataset format shares: the ``source:`` block's keys, reading its files with errors that name the file
+and the row, stable sampling, and a content-addressed store for images that come embedded in the data.
+
+A format is a :class:`SourceFormat`: the keys it takes (files, folders, options), the case settings it implies
+(its official scorer, its task prompt) and ``read``, a generator of raw case mappings in the very shape a YAML case
+has (``id``, ``image``, ``question`` or ``refer``, ``answers``/``expected``/``box``, ``options``). Each mapping then
+goes through the same validation as a hand-written case, so a source's cases are ordinary cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SOURCE_KEYS", "SourceContext", "SourceError", "SourceFormat", "case_id", "stable_sample"]
+
+# Keys every source block takes besides its format's own.
+SOURCE_KEYS = ("format", "sample", "seed")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+class SourceError(ValueError):
+    """A dataset file or row that cannot be used; the message names the file (and the row)."""
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """One dataset layout."""
+
+    name: str
+    read: Callable[[SourceContext], Iterator[dict[str, Any]]]
+    files: Mapping[str, str]  # required keys -> what they name (files or folders), for messages and docs
+    optional: Mapping[str, Any] = field(default_factory=dict)  # optional keys -> default
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # case settings: scorer, task, threshold, ...
+    origin: str = ""  # where the official files come from
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*SOURCE_KEYS, *self.files, *self.optional)
+
+
+def case_id(prefix: str, dataset_id: object) -> str:
+    """A case id from the dataset's own id: ``vqav2-262148000``; characters a case id cannot hold become '_'."""
+    return f"{prefix}-{_ID_UNSAFE.sub('_', str(dataset_id)).strip('_') or 'row'}"
+
+
+class SourceContext:
+    """What a format reader gets: the block's settings, paths resolved against the case file's folder, JSON
+    reading with errors that name the file, and the store for embedded images."""
+
+    def __init__(self, settings: Mapping[str, Any], base: Path, image_store: Path, fmt: SourceFormat) -> None:
+        self.settings = {**fmt.optional, **settings}
+        self.base = base
+        self.image_store = image_store
+        self.format = fmt
+        self.roots: list[Path] = []  # folders the source reads images from: its cases' images may lie there
+
+    def get(self, key: str) -> Any:
+        return self.settings.get(key)
+
+    def path(self, key: str, *, folder: bool = False) -> Path:
+        """The file (or folder) the block names under `key`, relative to the case file; it must exist."""
+        raw = self.settings.get(key)
+        if not isinstance(raw, str) or not raw.strip():
+            raise SourceError(f"source key {key!r}: expected a path ({self.format.files.get(key, key)}), got {raw!r}")
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else (self.base / path)
+        path = path.resolve()
+        kind = "folder" if folder else "file"
+        if not (path.is_dir() if folder else path.is_file()):
+            exists = "is not a " + kind if path.exists() else "does not exist"
+            raise SourceError(f"source key {key!r}: {path} {exists} ({self.format.files.get(key, key)})")
+        if folder:
+            self.roots.append(path)
+        return path
+
+    def image_folder(self, key: str) -> Path:
+        """A folder the rows' images are in (allowed as a data root for them)."""
+        return self.path(key, folder=True)
+
+    def json(self, key: str) -> Any:
+        path = self.path(key)
+        try:
+            with path.open(encoding="utf-8") as handle:
+                return json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{path}: cannot read: {exc}") from None
+
+    def store_image(self, data: bytes, suffix: str = ".png") -> Path:
+        """Write embedded image bytes once, named by their content; the same bytes give the same file."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.image_store / digest[:2] / f"{digest}{suffix}"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(path.suffix + f".{digest[:8]}.part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        return path
+
+
+def field_of(row: Any, key: str, where: str) -> Any:
+    """``row[key]``, or a :class:`SourceError` naming the row and the keys it has."""
+    if not isinstance(row, Mapping):
+        raise SourceError(f"{where}: expected an object, got {type(row).__name__}")
+    if key not in row:
+        raise SourceError(f"{where}: no {key!r} (it has {', '.join(map(str, row)) or 'no keys'})")
+    return row[key]
+
+
+def stable_sample(rows: Iterable[dict[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
+    """`size` rows chosen by the hash of (seed, id), kept in dataset order: the same seed picks the same ids
+    however the rows are ordered, and a row added later displaces one only when its hash ranks among the lowest.
+    Memory grows with `size`, not with the dataset. None: every row."""
+    if size is None:
+        return list(rows)
+    kept = heapq.nsmallest(
+        size,
+        ((_rank(seed, row["id"]), index, row) for index, row in enumerate(rows)),
+        key=lambda entry: (entry[0], entry[1]),
+    )
+    return [row for _, _, row in sorted(kept, key=lambda entry: entry[1])]
+
+
+def _rank(seed: int, row_id: str) -> str:
+    return hashlib.sha256(f"{seed}\0{row_id}".encode()).hexdigest()
