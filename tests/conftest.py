@@ -13,6 +13,9 @@ import pytest
 # The same for scipy (the significance tests cross-check against scipy.stats), when it is installed.
 with contextlib.suppress(ImportError):
     import scipy.stats  # noqa: F401
+# And for datasets (pyarrow), which the `hf` source format imports inside pytester runs.
+with contextlib.suppress(ImportError):
+    import datasets  # noqa: F401
 
 from pytest_vleval.options import VlOptions
 
