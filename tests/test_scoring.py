@@ -680,3 +680,18 @@ def test_iou_convention_option_overrides_the_model() -> None:
     validate_reference("iou", list(TARGET), {"convention": "minigpt-v2"})
     with pytest.raises(ValueError, match="option 'convention' must be one of qwen3, qwen2"):
         validate_reference("iou", list(TARGET), {"convention": "minigpt"})
+
+
+@pytest.mark.parametrize("mode", ["official", "evalai"])
+def test_best_vqa_accuracy_is_the_best_any_answer_reaches(mode):
+    """The closed form used at collection equals trying every human answer as the prediction."""
+    import random
+
+    from pytest_vleval.scoring.vqa import best_vqa_accuracy, vqa_accuracy
+
+    rng = random.Random(0)
+    words = ["yes", "Yes.", "no", "2", "two", "a dog", "dog", "the dog", "red", "Red", "it's", "its"]
+    for _ in range(500):
+        answers = [rng.choice(words) for _ in range(rng.choice([1, 3, 10]))]
+        best = max(vqa_accuracy(answer, answers, mode=mode) for answer in answers)
+        assert best_vqa_accuracy(answers, mode=mode) == pytest.approx(best, abs=1e-12), answers

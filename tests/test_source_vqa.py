@@ -7,6 +7,7 @@ format's official evaluation gives on the same answers (written out here from th
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,14 @@ def test_bad_source_blocks_name_the_key(tmp_path: Path, change: dict, message: s
         load_case_file(tmp_path / "x.yaml")
 
 
-def test_a_malformed_dataset_file_names_the_file_and_the_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streamed", [True, False], ids=["ijson", "json"])
+def test_a_malformed_dataset_file_names_the_file_and_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    if streamed:
+        pytest.importorskip("ijson")
+    else:
+        monkeypatch.setitem(sys.modules, "ijson", None)  # the fallback without the `stream` extra
     _vqav2_layout(tmp_path / "data")
     questions = tmp_path / "data" / "v2_OpenEnded_mscoco_val2014_questions.json"
     data = json.loads(questions.read_text())
@@ -177,7 +185,7 @@ def test_a_malformed_dataset_file_names_the_file_and_the_row(tmp_path: Path) -> 
     ):
         load_case_file(tmp_path / "x.yaml")
     questions.write_text("{not json")
-    with pytest.raises(CaseFileError, match=r"questions.json: not valid JSON \(line 1, column 2"):
+    with pytest.raises(CaseFileError, match=r"questions.json: not valid JSON \((lexical error|line 1, column 2)"):
         load_case_file(tmp_path / "x.yaml")
 
 

@@ -111,7 +111,7 @@ def load_case_file(
         rows, source_defaults = _source_rows(data["source"], path, store)
         merged = {**source_defaults, **defaults}
         for row in rows:
-            _reachable_threshold(row, merged)
+            reachable_threshold(row, merged)
         start = len(cases)
         cases += [
             _case(row, start + index, path, merged, seen, default_max_new_tokens, None, lazy_images=True)
@@ -133,14 +133,14 @@ def _read(path: Path) -> Any:
     return data
 
 
-def _reachable_threshold(row: dict[str, Any], settings: Mapping[str, Any]) -> None:
+def reachable_threshold(row: dict[str, Any], settings: Mapping[str, Any]) -> None:
     """A dataset row whose annotators disagree cannot reach vqa_accuracy's threshold (0.9 needs 3 of 10 giving one
     answer): it passes at the best score its answers allow instead of making the whole source a collection error.
     The score itself, and so the mean (the official number), is untouched."""
     from collections import Counter
 
     from pytest_vleval.scoring.registry import get_scorer
-    from pytest_vleval.scoring.vqa import vqa_accuracy
+    from pytest_vleval.scoring.vqa import best_vqa_accuracy
 
     scorer = row.get("scorer", settings.get("scorer"))
     answers = row.get("answers")
@@ -150,7 +150,7 @@ def _reachable_threshold(row: dict[str, Any], settings: Mapping[str, Any]) -> No
     if Counter(texts).most_common(1)[0][1] >= 3:
         return  # three identical answers score 1.0
     threshold = row.get("threshold", settings.get("threshold", get_scorer("vqa_accuracy").default_threshold))
-    best = max(vqa_accuracy(text, texts) for text in texts)
+    best = best_vqa_accuracy(texts)
     if isinstance(threshold, (int, float)) and threshold > best:
         row["threshold"] = best
 

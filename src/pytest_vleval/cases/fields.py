@@ -15,7 +15,7 @@ from pytest_vleval.cases.prompts import QUESTION_SLOT, TASK_PROMPTS, PromptSpec
 from pytest_vleval.scoring.base import Scorer
 from pytest_vleval.scoring.extract import validate_steps
 from pytest_vleval.scoring.registry import SCORERS, get_scorer, validate_reference
-from pytest_vleval.scoring.vqa import vqa_accuracy
+from pytest_vleval.scoring.vqa import best_vqa_accuracy
 
 __all__ = [
     "PROMPT_KEYS",
@@ -261,8 +261,7 @@ def _threshold(
         )
     if scorer.name == "vqa_accuracy":
         # Leave-one-out over few answers caps the score: with one answer it is always 0.
-        answers = [str(answer) for answer in reference]
-        best = max(vqa_accuracy(answer, answers) for answer in answers)
+        best = best_vqa_accuracy([str(answer) for answer in reference])
         if threshold > best:
             raise where.error(
                 prefix + "threshold",

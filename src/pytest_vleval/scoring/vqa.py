@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -127,6 +128,25 @@ def _vqa_outcome(prediction: str, answers: Sequence[str], mode: str) -> _VQAOutc
         others = k - matching[i]
         total += min(Fraction(1), Fraction(others, 3))
     return _VQAOutcome(float(total / len(gts)), k, res, normalised)
+
+
+def best_vqa_accuracy(answers: Sequence[str], *, mode: str = "official") -> float:
+    """The highest :func:`vqa_accuracy` any prediction can reach against `answers` (the most common answer's):
+    ``max(vqa_accuracy(a, answers) for a in answers)``, with each answer normalised once instead of n times."""
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    return _best(tuple(answers), mode)
+
+
+@functools.lru_cache(maxsize=256)  # collection asks twice per dataset row (reachable threshold, then validation)
+def _best(answers: tuple[str, ...], mode: str) -> float:
+    gts = [_vqa_clean(answer) for answer in answers]
+    if mode == "evalai" or len(set(gts)) > 1:
+        gts = [normalize_vqa_answer(answer) for answer in gts]
+    n, k = len(gts), Counter(gts).most_common(1)[0][1]
+    # k annotators gave it: held out, each leaves k - 1 matches; the other n - k leave k.
+    total = k * min(Fraction(1), Fraction(k - 1, 3)) + (n - k) * min(Fraction(1), Fraction(k, 3))
+    return float(total / n)
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str], *, mode: str = "official") -> float:

@@ -94,6 +94,35 @@ class SourceContext:
         except (OSError, UnicodeDecodeError) as exc:
             raise SourceError(f"{path}: cannot read: {exc}") from None
 
+    def stream(self, key: str, prefix: str) -> Iterator[Any]:
+        """The items of the JSON file under `key` at `prefix` (ijson's notation: ``questions.item`` is each element
+        of the top-level "questions" list; ``data_subtype`` a top-level value), parsed incrementally with ijson
+        when it is installed (the ``stream`` extra), so a file of 200,000 rows is never held whole; else read
+        with json."""
+        path = self.path(key)
+        try:
+            import ijson
+        except ImportError:
+            yield from _walk(self.json(key), prefix.split("."))
+            return
+        try:
+            with path.open("rb") as handle:
+                yield from ijson.items(handle, prefix, use_float=True)
+        except ijson.JSONError as exc:
+            first = (str(exc).strip().splitlines() or ["unreadable"])[0]
+            raise SourceError(f"{path}: not valid JSON ({first})") from None
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read: {exc}") from None
+
+    def kept_ids(self, ids: Iterable[str]) -> set[str] | None:
+        """With ``sample``, the case ids :func:`stable_sample` will keep, found from the ids alone (a first pass
+        over a large file, so that the rest of a row is read only for the rows kept); None without ``sample``."""
+        size = self.settings.get("sample")
+        if not isinstance(size, int) or isinstance(size, bool):
+            return None
+        seed = self.settings.get("seed", 0)
+        return set(heapq.nsmallest(size, ids, key=lambda row_id: _rank(seed, row_id)))
+
     def store_image(self, data: bytes, suffix: str = ".png") -> Path:
         """Write embedded image bytes once, named by their content; the same bytes give the same file."""
         digest = hashlib.sha256(data).hexdigest()
@@ -104,6 +133,19 @@ class SourceContext:
             partial.write_bytes(data)
             partial.replace(path)
         return path
+
+
+def _walk(document: Any, parts: list[str]) -> Iterator[Any]:
+    """json's stand-in for ijson.items: follow `parts` ("item" is every element of a list)."""
+    if not parts or parts == [""]:
+        yield document
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "item":
+        for element in document if isinstance(document, list) else []:
+            yield from _walk(element, rest)
+    elif isinstance(document, Mapping) and head in document:
+        yield from _walk(document[head], rest)
 
 
 def field_of(row: Any, key: str, where: str) -> Any:

@@ -20,31 +20,39 @@ __all__ = ["FORMATS"]
 
 def _vqav2(ctx: SourceContext) -> Iterator[dict[str, Any]]:
     """v2_OpenEnded_mscoco_<subtype>_questions.json + v2_mscoco_<subtype>_annotations.json; the images are
-    COCO_<subtype>_<image id, 12 digits>.jpg in the `images` folder (subtype from the questions file)."""
+    COCO_<subtype>_<image id, 12 digits>.jpg in the `images` folder (subtype from the questions file).
+
+    The files are streamed (``SourceContext.stream``): with ``sample``, a first pass over the question ids picks
+    the rows, and only their answers are kept, so memory follows the rows kept, not the 200,000 in the files."""
     questions_file, annotations_file = ctx.path("questions"), ctx.path("annotations")
-    questions = ctx.json("questions")
-    annotations = ctx.json("annotations")
     folder = ctx.image_folder("images")
-    subtype = ctx.get("subtype") or field_of(questions, "data_subtype", str(questions_file))
+    subtype = ctx.get("subtype") or next(ctx.stream("questions", "data_subtype"), None)
+    if subtype is None:
+        raise SourceError(f"{questions_file}: no 'data_subtype' (e.g. val2014); give the source key 'subtype'")
     pattern = ctx.get("image_pattern") or f"COCO_{subtype}_{{image_id:012d}}.jpg"
-    by_question: dict[Any, Any] = {}
-    for index, entry in enumerate(field_of(annotations, "annotations", str(annotations_file))):
-        where = f"{annotations_file}: annotation #{index}"
-        by_question[field_of(entry, "question_id", where)] = entry
-    for index, entry in enumerate(field_of(questions, "questions", str(questions_file))):
+    kept = ctx.kept_ids(
+        case_id("vqav2", field_of(entry, "question_id", f"{questions_file}: question #{index}"))
+        for index, entry in enumerate(ctx.stream("questions", "questions.item"))
+    )
+    answers_of: dict[Any, list[Any]] = {}
+    for index, entry in enumerate(ctx.stream("annotations", "annotations.item")):
+        question_id = field_of(entry, "question_id", f"{annotations_file}: annotation #{index}")
+        if kept is None or case_id("vqav2", question_id) in kept:
+            located = f"{annotations_file}: question_id {question_id}"
+            answers_of[question_id] = [field_of(a, "answer", located) for a in field_of(entry, "answers", located)]
+    for index, entry in enumerate(ctx.stream("questions", "questions.item")):
         where = f"{questions_file}: question #{index}"
         question_id = field_of(entry, "question_id", where)
-        annotation = by_question.get(question_id)
-        if annotation is None:
+        row_id = case_id("vqav2", question_id)
+        if kept is not None and row_id not in kept:
+            continue
+        if question_id not in answers_of:
             raise SourceError(f"{where} (question_id {question_id}): no annotation in {annotations_file}")
-        located = f"{annotations_file}: question_id {question_id}"
-        answers = [field_of(a, "answer", located) for a in field_of(annotation, "answers", located)]
-        image_id = field_of(entry, "image_id", where)
         yield {
-            "id": case_id("vqav2", question_id),
-            "image": str(folder / _format(pattern, image_id, where)),
+            "id": row_id,
+            "image": str(folder / _format(pattern, field_of(entry, "image_id", where), where)),
             "question": field_of(entry, "question", where),
-            "answers": answers,
+            "answers": answers_of.pop(question_id),
         }
 
 
