@@ -286,3 +286,28 @@ def test_format_keys_read_like_a_source_block() -> None:
 
     keys = format_keys(["--path", "a.parquet", "--path=b.parquet", "--columns.id", "qid", "--image-pattern", "{x}.jpg"])
     assert keys == {"path": ["a.parquet", "b.parquet"], "columns": {"id": "qid"}, "image_pattern": "{x}.jpg"}
+
+
+def test_an_imported_coco_set_scores_through_the_plugin_as_the_caption_metrics_do(
+    fake_project: pytest.Pytester,
+) -> None:
+    """The imported set, run on the fake backend (it answers the caption written next to each image), gives the
+    corpus scores of the caption metrics (pycocoevalcap's, tests/test_metrics.py) on the same captions."""
+    from pytest_vleval.metrics import evaluate_captions
+
+    root = fake_project.path
+    captions = _coco_layout(root / "coco")
+    answers = {391895: "a man riding a bike on a road", 522418: "a woman with a cake", 184613: "cows in a field"}
+    for image_id, text in answers.items():
+        (root / "coco" / "val2014" / f"COCO_val2014_{image_id:012d}.caption").write_text(text)
+    args = ["--captions", "coco/captions_val2014.json", "--images", "coco/val2014", "-o", "golden/coco/golden.yaml"]
+    assert run_import(root, "coco-captions", *args).returncode == 0
+    fake_project.makeini("[pytest]\nvl_data_roots = coco\n")
+    result = fake_project.runpytest("golden", "--vl-model=fake", "--vl-json=run.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    (golden,) = json.loads((root / "run.json").read_text())["golden"]
+    official = evaluate_captions(
+        {str(i): refs for i, refs in captions.items()}, {str(i): text for i, text in answers.items()}
+    )
+    for metric in ("Bleu_4", "ROUGE_L", "CIDEr", "METEOR"):
+        assert golden["corpus"][metric] == pytest.approx(official.corpus[metric], abs=1e-9), metric

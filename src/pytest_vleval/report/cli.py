@@ -27,9 +27,15 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pytest_vleval", description="pytest-vleval tools that work on saved run records."
+        prog="python -m pytest_vleval", description="pytest-vleval tools that work on saved run records and datasets."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Listed for --help only: __main__.py hands `import` to pytest_vleval.cases.importer before this parser runs.
+    commands.add_parser(
+        "import",
+        help="Write a dataset in its official layout (vqav2, refcoco, hf, coco-captions, ...) as a frozen case file "
+        "or golden set: python -m pytest_vleval import --help.",
+    )
     report = commands.add_parser(
         "report",
         help="Print the model comparison table of saved run records and (with -o) write the HTML report.",
