@@ -25,7 +25,14 @@ from typing import Any
 from pytest_vleval.cases.golden import load_golden_set
 from pytest_vleval.cases.importer import FROZEN_NOTE, ImageFiles, ImportRequest, source_header, write_yaml
 from pytest_vleval.cases.prompts import TASK_PROMPTS
-from pytest_vleval.cases.sources.base import SourceContext, SourceError, SourceFormat, field_of, stable_sample
+from pytest_vleval.cases.sources.base import (
+    SourceContext,
+    SourceError,
+    SourceFormat,
+    field_of,
+    stable_sample,
+    unique_rows,
+)
 
 __all__ = ["CAPTIONS", "KARPATHY_PROMPT", "import_captions"]
 
@@ -100,7 +107,7 @@ def import_captions(request: ImportRequest) -> str:
     settings = _checked(dict(request.keys))
     context = SourceContext(settings, Path.cwd(), request.image_store, CAPTIONS)
     images_root = context.image_folder("images")
-    rows = stable_sample(_unique(CAPTIONS.read(context)), request.sample, request.seed)
+    rows = stable_sample(unique_rows(CAPTIONS.read(context)), request.sample, request.seed)
     if request.sample is not None and len(rows) < request.sample:
         raise SourceError(f"--sample: {request.sample} images asked for, but the dataset has {len(rows)}")
     store = request.image_store if request.copy_images else None
@@ -144,15 +151,6 @@ def _checked(settings: dict[str, Any]) -> dict[str, Any]:
     if named == ["karpathy"] and settings.get("split") is None:
         raise SourceError("source key 'split': which of Karpathy's splits to read (test, val, train, restval)")
     return settings
-
-
-def _unique(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    seen: set[str] = set()
-    for row in rows:
-        if row["id"] in seen:
-            raise SourceError(f"two images have the id {row['image_id']!r}: the dataset's ids must be unique")
-        seen.add(row["id"])
-        yield row
 
 
 def _references(rows: list[dict[str, Any]], images: ImageFiles, images_root: Path) -> dict[str, Any]:

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vleval.cases.sources.base import SOURCE_KEYS, SourceContext, SourceError, SourceFormat, stable_sample
+from pytest_vleval.cases.sources.base import (
+    SOURCE_KEYS,
+    SourceContext,
+    SourceError,
+    SourceFormat,
+    stable_sample,
+    unique_rows,
+)
 
 __all__ = ["FORMAT_MODULES", "Expanded", "SourceError", "SourceFormat", "expand_source", "source_format"]
 
@@ -78,7 +85,7 @@ def expand_source(block: Any, base: Path, image_store: Path) -> Expanded:
         raise SourceError(f"source format {fmt.name!r} needs {needs}")
     size, seed = _sampling(block)
     context = SourceContext(block, base, image_store, fmt)
-    rows = stable_sample(_unique(fmt.read(context)), size, seed)
+    rows = stable_sample(unique_rows(fmt.read(context)), size, seed)
     if size is not None and len(rows) < size:
         raise SourceError(f"source key 'sample': {size} rows asked for, but the dataset has {len(rows)}")
     if not rows:
@@ -93,15 +100,6 @@ def _sampling(block: Mapping[str, Any]) -> tuple[int | None, int]:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SourceError(f"source key 'seed': expected an integer, got {seed!r}")
     return size, seed
-
-
-def _unique(rows: Any) -> Any:
-    seen: set[str] = set()
-    for row in rows:
-        if row["id"] in seen:
-            raise SourceError(f"two rows have the id {row['id']!r}: the dataset's ids must be unique")
-        seen.add(row["id"])
-        yield row
 
 
 __all__ += ["PENDING", "SOURCE_KEYS"]

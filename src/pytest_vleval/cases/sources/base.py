@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SOURCE_KEYS", "SourceContext", "SourceError", "SourceFormat", "case_id", "stable_sample"]
+__all__ = [
+    "SOURCE_KEYS",
+    "SourceContext",
+    "SourceError",
+    "SourceFormat",
+    "case_id",
+    "field_of",
+    "stable_sample",
+    "unique_rows",
+]
 
 # Keys every source block takes besides its format's own.
 SOURCE_KEYS = ("format", "sample", "seed")
@@ -94,6 +103,13 @@ class SourceContext:
         except (OSError, UnicodeDecodeError) as exc:
             raise SourceError(f"{path}: cannot read: {exc}") from None
 
+    def json_list(self, key: str, shape: str) -> list[Any]:
+        """The JSON file under `key`, which must be a list (`shape` says of what, for the message)."""
+        rows = self.json(key)
+        if not isinstance(rows, list):
+            raise SourceError(f"{self.path(key)}: expected a list of {shape}")
+        return rows
+
     def stream(self, key: str, prefix: str) -> Iterator[Any]:
         """The items of the JSON file under `key` at `prefix` (ijson's notation: ``questions.item`` is each element
         of the top-level "questions" list; ``data_subtype`` a top-level value), parsed incrementally with ijson
@@ -146,6 +162,16 @@ def _walk(document: Any, parts: list[str]) -> Iterator[Any]:
             yield from _walk(element, rest)
     elif isinstance(document, Mapping) and head in document:
         yield from _walk(document[head], rest)
+
+
+def unique_rows(rows: Iterable[dict[str, Any]], what: str = "rows") -> Iterator[dict[str, Any]]:
+    """`rows`, passed through; a :class:`SourceError` when two have the same ``id`` (case ids must be unique)."""
+    seen: set[str] = set()
+    for row in rows:
+        if row["id"] in seen:
+            raise SourceError(f"two {what} have the id {row['id']!r}: the dataset's ids must be unique")
+        seen.add(row["id"])
+        yield row
 
 
 def field_of(row: Any, key: str, where: str) -> Any:

@@ -76,9 +76,7 @@ def _row(folder: Path, row: Any, where: str) -> dict[str, Any]:
 def _ocrbench(ctx: SourceContext) -> Iterator[dict[str, Any]]:
     file = ctx.path("file")
     folder = ctx.image_folder("images")
-    rows = ctx.json("file")
-    if not isinstance(rows, list):
-        raise SourceError(f"{file}: expected a list of {{dataset_name, id, image_path, question, answers, type}}")
+    rows = ctx.json_list("file", "{dataset_name, id, image_path, question, answers, type}")
     for index, row in enumerate(rows):
         yield _row(folder, row, f"{file}: row #{index}")
 

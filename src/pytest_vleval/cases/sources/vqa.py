@@ -102,10 +102,7 @@ def _chartqa(ctx: SourceContext) -> Iterator[dict[str, Any]]:
     reordering)."""
     file = ctx.path("file")
     folder = ctx.image_folder("images")
-    rows = ctx.json("file")
-    if not isinstance(rows, list):
-        raise SourceError(f"{file}: expected a list of {{imgname, query, label}} objects")
-    for index, entry in enumerate(rows):
+    for index, entry in enumerate(ctx.json_list("file", "{imgname, query, label} objects")):
         where = f"{file}: row #{index}"
         image = str(field_of(entry, "imgname", where))
         query = str(field_of(entry, "query", where))
