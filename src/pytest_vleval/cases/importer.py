@@ -25,7 +25,6 @@ __all__ = ["CAPTIONS_FORMAT", "ImageFiles", "ImportProblem", "ImportRequest", "i
 
 CAPTIONS_FORMAT = "coco-captions"
 FROZEN_NOTE = "Frozen: a change to the dataset does not reach these {what}; re-run the command to refresh them."
-_CHUNK = 1 << 20
 EPILOG = """\
 The format's own keys are those of its source: block (README, "Using a standard benchmark"), given as
 --KEY VALUE with '-' for '_' (--image-pattern); a key given twice is a list, and --KEY.NAME VALUE fills a
@@ -193,10 +192,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 def import_cases(request: ImportRequest) -> str:
     """Write the cases of the source block `request` describes to ``request.output``; returns what was written."""
     from pytest_vleval.cases.casefile import load_case_file, reachable_threshold
-    from pytest_vleval.cases.sources import FORMAT_MODULES, expand_source
+    from pytest_vleval.cases.sources import check_format_name, expand_source
 
-    if request.format not in FORMAT_MODULES:
-        _unknown_format(request.format, FORMAT_MODULES)
+    check_format_name(request.format, noun="format", also_known=(CAPTIONS_FORMAT,))
     block: dict[str, Any] = {"format": request.format, **request.keys, "seed": request.seed}
     if request.sample is not None:
         block["sample"] = request.sample
@@ -223,19 +221,6 @@ def import_cases(request: ImportRequest) -> str:
     header = source_header(request, "cases", images)
     write_yaml(request.output, header, data, load_case_file)
     return f"wrote {len(cases)} {fmt.name} cases to {request.output}" + images.summary()
-
-
-def _unknown_format(name: str, known: Mapping[str, str]) -> None:
-    from pytest_vleval.cases.checks import closest
-    from pytest_vleval.cases.sources import PENDING
-
-    if name in PENDING:
-        raise ImportProblem(f"format {name!r}: {PENDING[name]}")
-    names = sorted([*known, CAPTIONS_FORMAT])
-    hint = closest(name, names)
-    raise ImportProblem(
-        f"unknown format {name!r}{f' (did you mean {hint!r}?)' if hint else ''}; known: {', '.join(names)}"
-    )
 
 
 def plain(value: Any) -> Any:
@@ -276,19 +261,16 @@ class ImageFiles:
         return relative
 
     def _stored(self, path: Path) -> Path:
+        from pytest_vleval.cases.sources.base import store_once
+
         assert self.store is not None
         digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
+        with path.open("rb") as handle:  # in chunks (hashlib.file_digest needs Python 3.11)
+            while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-        name = digest.hexdigest()
-        target = self.store / name[:2] / f"{name}{path.suffix.lower()}"  # the layout of embedded images
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".part")
-            shutil.copyfile(path, partial)
-            partial.replace(target)
-            self.copied += 1
+        name, suffix = digest.hexdigest(), path.suffix.lower()
+        target, written = store_once(self.store, name, suffix, lambda partial: shutil.copyfile(path, partial))
+        self.copied += written
         return target
 
     def summary(self) -> str:

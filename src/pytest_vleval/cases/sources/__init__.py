@@ -7,7 +7,7 @@ Formats live one module each and are imported only when a file names them; :data
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,15 @@ from pytest_vleval.cases.sources.base import (
     unique_rows,
 )
 
-__all__ = ["FORMAT_MODULES", "Expanded", "SourceError", "SourceFormat", "expand_source", "source_format"]
+__all__ = [
+    "FORMAT_MODULES",
+    "Expanded",
+    "SourceError",
+    "SourceFormat",
+    "check_format_name",
+    "expand_source",
+    "source_format",
+]
 
 # format name -> the module holding its FORMATS entry
 FORMAT_MODULES: dict[str, str] = {
@@ -54,21 +62,28 @@ class Expanded:
 
 
 def source_format(name: object) -> SourceFormat:
-    if not isinstance(name, str) or not name:
-        raise SourceError(f"source key 'format': expected one of {', '.join(sorted(FORMAT_MODULES))}, got {name!r}")
-    if name in PENDING:
-        raise SourceError(f"source format {name!r}: {PENDING[name]}")
-    if name not in FORMAT_MODULES:
-        from pytest_vleval.cases.checks import closest
-
-        hint = closest(name, FORMAT_MODULES)
-        raise SourceError(
-            f"unknown source format {name!r}{f' (did you mean {hint!r}?)' if hint else ''}; "
-            f"known: {', '.join(sorted(FORMAT_MODULES))}"
-        )
+    check_format_name(name)
+    assert isinstance(name, str)
     module = importlib.import_module(FORMAT_MODULES[name])
     formats: Mapping[str, SourceFormat] = module.FORMATS
     return formats[name]
+
+
+def check_format_name(name: object, *, noun: str = "source format", also_known: Sequence[str] = ()) -> None:
+    """A :class:`SourceError` unless `name` is a format of :data:`FORMAT_MODULES` (or of `also_known`, formats
+    read elsewhere: the import command's coco-captions): a pending format says why, an unknown one the nearest."""
+    known = sorted([*FORMAT_MODULES, *also_known])
+    if not isinstance(name, str) or not name:
+        raise SourceError(f"source key 'format': expected one of {', '.join(known)}, got {name!r}")
+    if name in PENDING:
+        raise SourceError(f"{noun} {name!r}: {PENDING[name]}")
+    if name not in known:
+        from pytest_vleval.cases.checks import closest
+
+        hint = closest(name, known)
+        raise SourceError(
+            f"unknown {noun} {name!r}{f' (did you mean {hint!r}?)' if hint else ''}; known: {', '.join(known)}"
+        )
 
 
 def expand_source(block: Any, base: Path, image_store: Path) -> Expanded:

@@ -26,6 +26,7 @@ __all__ = [
     "case_id",
     "field_of",
     "stable_sample",
+    "store_once",
     "unique_rows",
 ]
 
@@ -69,6 +70,7 @@ class SourceContext:
         self.image_store = image_store
         self.format = fmt
         self.roots: list[Path] = []  # folders the source reads images from: its cases' images may lie there
+        self._documents: dict[str, Any] = {}
 
     def get(self, key: str) -> Any:
         return self.settings.get(key)
@@ -94,10 +96,14 @@ class SourceContext:
         return self.path(key, folder=True)
 
     def json(self, key: str) -> Any:
+        """The JSON file under `key`, read once per expansion (a reader, or the stream fallback, may ask again)."""
+        if key in self._documents:
+            return self._documents[key]
         path = self.path(key)
         try:
             with path.open(encoding="utf-8") as handle:
-                return json.load(handle)
+                self._documents[key] = json.load(handle)
+                return self._documents[key]
         except json.JSONDecodeError as exc:
             raise SourceError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -142,13 +148,21 @@ class SourceContext:
     def store_image(self, data: bytes, suffix: str = ".png") -> Path:
         """Write embedded image bytes once, named by their content; the same bytes give the same file."""
         digest = hashlib.sha256(data).hexdigest()
-        path = self.image_store / digest[:2] / f"{digest}{suffix}"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(path.suffix + f".{digest[:8]}.part")
-            partial.write_bytes(data)
-            partial.replace(path)
-        return path
+        return store_once(self.image_store, digest, suffix, lambda partial: partial.write_bytes(data))[0]
+
+
+def store_once(store: Path, digest: str, suffix: str, write: Callable[[Path], object]) -> tuple[Path, bool]:
+    """The content-addressed file ``store/<2 hex>/<digest><suffix>`` (embedded images, the import command's
+    copies), and whether this call wrote it: `write` fills a partial file that then takes the name, so a reader
+    never sees half an image."""
+    path = store / digest[:2] / f"{digest}{suffix}"
+    if path.is_file():
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{digest[:8]}.part")
+    write(partial)
+    partial.replace(path)
+    return path, True
 
 
 def _walk(document: Any, parts: list[str]) -> Iterator[Any]:
