@@ -92,7 +92,7 @@ def test_scoring_does_not_import_heavy_modules():
         ("regex", ["x"], {"flags": "i"}, "'flags' must be 'none' or 'ignorecase'"),
         ("regex", ["x"], {"fullmatch": "yes"}, "'fullmatch' must be true or false"),
         ("vqa_accuracy", [], {}, "at least one entry in 'answers'"),
-        ("vqa_accuracy", ["a"], {"mode": "lmms"}, "'mode' must be 'official' or 'evalai'"),
+        ("vqa_accuracy", ["a"], {"mode": "lmms"}, "'mode' must be one of official, evalai, zh"),
         ("anls", ["a"], {"tau": 0}, "'tau' must be a number > 0 and <= 1"),
         ("numeric", ["1"], {"tolerance": -1}, "'tolerance' must be a number >= 0"),
         ("numeric", ["1"], {"tolerance": True}, "'tolerance' must be a number"),

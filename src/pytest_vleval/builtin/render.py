@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pytest_vleval.builtin.words import EN, Words
+
 BACKGROUND = (128, 128, 128)  # mid-grey: 0 after the Qwen-VL normalisation, so shapes stand out
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -234,13 +236,14 @@ def with_article(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
-def caption(scene: Scene) -> str:
-    """The canonical caption: 'a red circle', or 'a red circle to the left of a blue square'."""
+def caption(scene: Scene, words: Words = EN) -> str:
+    """The canonical caption: 'a red circle', or 'a red circle to the left of a blue square'
+    (in Chinese: '一个红色的圆形', '一个红色的圆形在一个蓝色的正方形的左边')."""
     if len(scene.shapes) == 1:
-        return with_article(scene.shapes[0].name)
+        return words.a(scene.shapes[0].colour, scene.shapes[0].kind)
     first, second = sorted(scene.shapes[:2], key=lambda s: s.center[0] + 0.001 * s.center[1])
     rel = _relation(first, second)
     if rel in ("above", "below"):
         first, second = sorted(scene.shapes[:2], key=lambda s: s.center[1])
         rel = "above"
-    return f"{with_article(first.name)} {rel} {with_article(second.name)}"
+    return words.relation(words.a(first.colour, first.kind), rel, words.a(second.colour, second.kind))

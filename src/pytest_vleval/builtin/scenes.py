@@ -38,6 +38,7 @@ from pytest_vleval.builtin.render import (
     to_qwen_grid,
     with_article,
 )
+from pytest_vleval.builtin.words import EN, LANGS, ZH_CAPTION_PROMPT, ZH_TASKS, Words
 from pytest_vleval.cases.prompts import TASK_PROMPTS
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "SHAPES",
     "TASKS",
     "WORDS",
+    "ZH_TASKS",
     "Bar",
     "Example",
     "Scene",
@@ -91,6 +93,7 @@ class Example:
     box: tuple[int, int, int, int] | None = None  # grounding target, original pixels
     label: str | None = None  # grounding target's label
     meta: dict = field(default_factory=dict)
+    lang: str = "en"  # the language of the questions and answers (builtin/words.py)
 
     @property
     def images(self) -> tuple[Image.Image, ...]:
@@ -114,7 +117,7 @@ def _pick(rng: random.Random, options: Sequence[str]) -> str:
     return options[rng.randrange(len(options))]
 
 
-def _caption(rng: random.Random, size: int) -> _Made:
+def _caption(rng: random.Random, size: int, w: Words) -> _Made:
     (k1, c1), (k2, c2) = _distinct(rng, 2)
     if rng.random() < 0.3:
         scene = random_shapes(rng, size, [(k1, c1, None)])
@@ -123,33 +126,34 @@ def _caption(rng: random.Random, size: int) -> _Made:
         scene = random_shapes(rng, size, [(k1, c1, r1), (k2, c2, r2)])
     # Drawn after the scene, so the choice of wording never changes an image. The bundled suite and golden set
     # ask with lmms-eval's COCO caption prompt (cases/prompts.py), drawn most often here.
-    coco = TASK_PROMPTS["caption"].question
-    q = _pick(rng, (coco, coco, "Describe the image.", "Describe the image briefly.", "What is in the image?"))
-    return _Made((scene,), ((q, caption(scene)),))
+    asked = TASK_PROMPTS["caption"].question if w is EN else ZH_CAPTION_PROMPT
+    q = _pick(rng, (asked, asked, *w.questions["caption"]))
+    return _Made((scene,), ((q, caption(scene, w)),))
 
 
-def _one_of(rng: random.Random, size: int, alone: Sequence[str], among: Sequence[str], ask_by: int) -> _Made:
+def _one_of(rng: random.Random, size: int, w: Words, task: str, ask_by: int) -> _Made:
     """One to three shapes; the question names the target by its colour or kind (`ask_by`: 1 or 0) and the
     answer is the other attribute."""
     n = rng.choice((1, 1, 2, 3))
     items = _distinct(rng, n)
     scene = random_shapes(rng, size, [(k, c, None) for k, c in items])
     target = rng.randrange(n)
-    q = _pick(rng, alone) if n == 1 else _pick(rng, among).format(items[target][ask_by])
-    return _Made((scene,), ((q, items[target][1 - ask_by]),))
+    if n == 1:
+        q = _pick(rng, w.questions[f"{task}_alone"])
+    else:
+        q = _pick(rng, w.questions[f"{task}_among"]).format(w.word(items[target][ask_by]))
+    return _Made((scene,), ((q, w.word(items[target][1 - ask_by])),))
 
 
-def _colour(rng: random.Random, size: int) -> _Made:
-    alone = ("What colour is the shape?", "What color is the shape?", "What colour is it?")
-    return _one_of(rng, size, alone, ("What colour is the {}?", "What color is the {}?"), ask_by=0)
+def _colour(rng: random.Random, size: int, w: Words) -> _Made:
+    return _one_of(rng, size, w, "colour", ask_by=0)
 
 
-def _shape(rng: random.Random, size: int) -> _Made:
-    alone = ("What shape is this?", "What shape is in the image?")
-    return _one_of(rng, size, alone, ("What shape is {}?", "Which shape is {}?"), ask_by=1)
+def _shape(rng: random.Random, size: int, w: Words) -> _Made:
+    return _one_of(rng, size, w, "shape", ask_by=1)
 
 
-def _count(rng: random.Random, size: int) -> _Made:
+def _count(rng: random.Random, size: int, w: Words) -> _Made:
     n = rng.randint(1, 5)
     by_colour = rng.random() < 0.4
     others = rng.randint(0, min(2, 6 - n))
@@ -158,19 +162,19 @@ def _count(rng: random.Random, size: int) -> _Made:
         other_colours.remove(colour)
         items = [(rng.choice(SHAPES), colour, None) for _ in range(n)]
         items += [(rng.choice(SHAPES), rng.choice(other_colours), None) for _ in range(others)]
-        q = f"How many {colour} shapes are there?"
+        q = w.questions["count_colour"][0].format(w.colours[colour])
     else:
         kind, other_kinds = rng.choice(SHAPES), [s for s in SHAPES]
         other_kinds.remove(kind)
         items = [(kind, rng.choice(list(COLOURS)), None) for _ in range(n)]
         items += [(rng.choice(other_kinds), rng.choice(list(COLOURS)), None) for _ in range(others)]
-        q = f"How many {PLURALS[kind]} are there?"
+        q = w.questions["count_kind"][0].format(w.plurals[kind])
     rng.shuffle(items)
     scene = random_shapes(rng, size, items, sides=(16,))
-    return _Made((scene,), ((q, str(n)),))
+    return _Made((scene,), ((q, w.count(n)),))
 
 
-def _position(rng: random.Random, size: int) -> _Made:
+def _position(rng: random.Random, size: int, w: Words) -> _Made:
     region = rng.choice(list(REGIONS))
     n = rng.choice((1, 2))
     items = _distinct(rng, n)
@@ -179,22 +183,23 @@ def _position(rng: random.Random, size: int) -> _Made:
         other = rng.choice([r for r in REGIONS if r != region])
         placed.append((items[1][0], items[1][1], other))
     scene = random_shapes(rng, size, placed)
-    q = _pick(rng, ("Where is the {}?", "Where is the {} in the image?")).format(scene.shapes[0].name)
-    return _Made((scene,), ((q, region),))
+    target = scene.shapes[0]
+    q = _pick(rng, w.questions["position"]).format(w.name(target.colour, target.kind))
+    return _Made((scene,), ((q, w.regions[region]),))
 
 
-def _ocr(rng: random.Random, size: int) -> _Made:
+def _ocr(rng: random.Random, size: int, w: Words) -> _Made:
     if rng.random() < 0.7:
         text = rng.choice(WORDS)
-        q = _pick(rng, ("What word is written in the image?", "Read the text in the image."))
+        q = _pick(rng, w.questions["ocr_word"])
     else:
         text = str(rng.randint(0, 999))
-        q = _pick(rng, ("What number is written in the image?", "Read the text in the image."))
+        q = _pick(rng, w.questions["ocr_number"])
     scene = render_text(text, width=2 * size, height=size // 2, rng=rng)
     return _Made((scene,), ((q, text),))
 
 
-def _chart(rng: random.Random, size: int) -> _Made:
+def _chart(rng: random.Random, size: int, w: Words) -> _Made:
     n = rng.randint(3, 4)
     colours = rng.sample(list(COLOURS), n)
     while True:
@@ -205,17 +210,17 @@ def _chart(rng: random.Random, size: int) -> _Made:
     kind = rng.choice(("value", "value", "max", "min", "count"))
     if kind == "value":
         i = rng.randrange(n)
-        q, a = f"What is the value of the {colours[i]} bar?", str(values[i])
+        q, a = w.questions["chart_value"][0].format(w.colours[colours[i]]), str(values[i])
     elif kind == "max":
-        q, a = "Which bar is the tallest?", colours[values.index(max(values))]
+        q, a = w.questions["chart_max"][0], w.colours[colours[values.index(max(values))]]
     elif kind == "min":
-        q, a = "Which bar is the shortest?", colours[values.index(min(values))]
+        q, a = w.questions["chart_min"][0], w.colours[colours[values.index(min(values))]]
     else:
-        q, a = "How many bars are there?", str(n)
+        q, a = w.questions["chart_count"][0], w.count(n, "根")
     return _Made((scene,), ((q, a),), meta={"kind": kind})
 
 
-def _multi_image(rng: random.Random, size: int) -> _Made:
+def _multi_image(rng: random.Random, size: int, w: Words) -> _Made:
     (k1, c1), (k2, c2) = _distinct(rng, 2)
     kind = rng.choice(("colour", "shape", "which_colour", "which_shape"))
     if kind in ("colour", "shape") and rng.random() < 0.5:
@@ -237,7 +242,7 @@ def _multi_image(rng: random.Random, size: int) -> _Made:
     return _Made((a, b), ((q, ans),), meta={"kind": kind})
 
 
-def _dialogue(rng: random.Random, size: int) -> _Made:
+def _dialogue(rng: random.Random, size: int, w: Words) -> _Made:
     (k1, c1), (k2, c2) = _distinct(rng, 2)
     scene = random_shapes(rng, size, [(k1, c1, "left"), (k2, c2, "right")])
     side, (kind, colour) = rng.choice([("left", (k1, c1)), ("right", (k2, c2))])
@@ -254,7 +259,7 @@ def _dialogue(rng: random.Random, size: int) -> _Made:
     return _Made((scene,), turns)
 
 
-def _grounding(rng: random.Random, size: int) -> _Made:
+def _grounding(rng: random.Random, size: int, w: Words) -> _Made:
     n = rng.randint(1, 3)
     items = _distinct(rng, n)
     scene = random_shapes(rng, size, [(k, c, None) for k, c in items])
@@ -263,7 +268,7 @@ def _grounding(rng: random.Random, size: int) -> _Made:
     return _Made((scene,), ((q, grounding_answer(target.box, target.name, size, size)),), target.box, target.name)
 
 
-_BUILDERS: dict[str, Callable[[random.Random, int], _Made]] = {
+_BUILDERS: dict[str, Callable[[random.Random, int, Words], _Made]] = {
     "caption": _caption,
     "colour": _colour,
     "shape": _shape,
@@ -277,11 +282,21 @@ _BUILDERS: dict[str, Callable[[random.Random, int], _Made]] = {
 }
 
 
-def make_example(task: str, seed: int, size: int = 64) -> Example:
-    """The example number `seed` of `task`; the same arguments always give the same images and answers."""
+def make_example(task: str, seed: int, size: int = 64, lang: str = "en") -> Example:
+    """The example number `seed` of `task`, asked in `lang` ("en", or "zh" for the tasks in `ZH_TASKS`); the same
+    arguments always give the same images and answers, and the same task and seed the same images in both."""
     if task not in _BUILDERS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    made = _BUILDERS[task](random.Random(f"{task}/{seed}"), size)
+    if lang != "en" and (lang not in LANGS or task not in ZH_TASKS):
+        raise ValueError(f"task {task!r} is not asked in {lang!r}; Chinese tasks: {', '.join(ZH_TASKS)}")
+    made = _BUILDERS[task](random.Random(f"{task}/{seed}"), size, LANGS[lang])
     return Example(
-        task=task, seed=seed, scenes=made.scenes, turns=made.turns, box=made.box, label=made.label, meta=made.meta or {}
+        task=task,
+        seed=seed,
+        scenes=made.scenes,
+        turns=made.turns,
+        box=made.box,
+        label=made.label,
+        meta=made.meta or {},
+        lang=lang,
     )

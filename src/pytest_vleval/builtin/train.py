@@ -35,9 +35,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, TASKS, Example, make_example
+from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, TASKS, ZH_TASKS, Example, make_example
 from pytest_vleval.builtin.train_data import (
     TASK_WEIGHTS,
+    ZH_SHARE,
     Batches,
     aux_heads,
     aux_loss,
@@ -130,13 +131,18 @@ def generate_answers(model: Any, processor: Any, examples: Sequence[Example], ba
 def evaluate(
     model: Any, processor: Any, n_per_task: int = 50, tasks: Iterable[str] = TASKS, size: int = 64
 ) -> dict[str, float]:
-    """Per-task accuracy on held-out seeds with the plugin's prompt format and greedy decoding."""
+    """Per-task accuracy on held-out seeds with the plugin's prompt format and greedy decoding; the Chinese tasks
+    also asked in Chinese (keys ``"<task>/zh"``)."""
     model.eval()
     results = {}
-    for task in tasks:
-        examples = [sent_example(make_example(task, HELD_OUT_SEED_BASE + 10**6 + i, size)) for i in range(n_per_task)]
+    runs = [(task, "en") for task in tasks] + [(task, "zh") for task in tasks if task in ZH_TASKS]
+    for task, lang in runs:
+        examples = [
+            sent_example(make_example(task, HELD_OUT_SEED_BASE + 10**6 + i, size, lang)) for i in range(n_per_task)
+        ]
         answers = generate_answers(model, processor, examples)
-        results[task] = sum(score(e, a) for e, a in zip(examples, answers, strict=True)) / n_per_task
+        key = task if lang == "en" else f"{task}/zh"
+        results[key] = sum(score(e, a) for e, a in zip(examples, answers, strict=True)) / n_per_task
     return results
 
 
@@ -164,7 +170,7 @@ def train(
     v0_out: Path | None = None,
     v0_steps: int | None = None,
     eval_per_task: int = 50,
-    vocab_size: int = 640,
+    vocab_size: int = 1024,
     threads: int = 2,
     log_every: int = 100,
     micro: int = 2,
@@ -191,6 +197,8 @@ def train(
         "model_config": cfg,
         "parameters": sum(p.numel() for p in model.parameters()),
         "task_weights": TASK_WEIGHTS,
+        "zh_share": ZH_SHARE,
+        "vocab_size": vocab_size,
         "torch_threads": threads,
     }
     start = time.time()
@@ -308,7 +316,7 @@ def _finish(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="Directory for the trained checkpoint.")
-    parser.add_argument("--steps", type=int, default=3600, help="Optimizer steps (default: 3600).")
+    parser.add_argument("--steps", type=int, default=4800, help="Optimizer steps (default: 4800).")
     parser.add_argument("--seed", type=int, default=0, help="Seed for weights and training data (default: 0).")
     parser.add_argument("--batch-size", type=int, default=32, help="Examples per step (default: 32).")
     parser.add_argument("--lr", type=float, default=2e-3, help="Peak learning rate (default: 2e-3).")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pytest_vleval.backends.families import ADAPTERS
 from pytest_vleval.builtin import scenes
-from pytest_vleval.builtin.scenes import TASKS, Example, make_example
+from pytest_vleval.builtin.scenes import TASKS, ZH_TASKS, Example, make_example
 from pytest_vleval.cases.prompts import task_prompt
 
 __all__ = [
@@ -59,6 +60,8 @@ SUITE_TASKS: dict[str, str] = {
 }
 # A quarter of the training examples keep the bare question, so a user's case without a task still gets answers.
 BARE_SHARE = 0.25
+# The share of the Chinese tasks' examples asked in Chinese (builtin/words.py); the rest stay English.
+ZH_SHARE = 0.35
 
 
 def sent_example(example: Example) -> Example:
@@ -72,6 +75,13 @@ def sent_example(example: Example) -> Example:
         task = SUITE_TASKS[example.task]
         turns = tuple((task_prompt(task, q), a) for q, a in example.turns)
     return dataclasses.replace(example, turns=turns)
+
+
+def language(task: str, seed: int) -> str:
+    """The language training asks example `seed` of `task` in (a fixed draw per task and seed)."""
+    if task not in ZH_TASKS:
+        return "en"
+    return "zh" if random.Random(f"lang/{task}/{seed}").random() < ZH_SHARE else "en"
 
 
 def is_bare(example: Example) -> bool:
@@ -101,16 +111,30 @@ def training_text(example: Example) -> str:
     return "".join(parts)
 
 
+_CJK_CHAR = re.compile(r"([\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])")
+
+
+def tokenizer_texts(text: str) -> list[str]:
+    """`text` as the tokenizer's trainer sees it: each CJK character (and CJK punctuation) on its own.
+
+    Qwen2's pre-tokenizer keeps a run of Chinese characters together, so a BPE trained on whole Chinese
+    sentences learns tokens like 一个红色的菱形在一个 and the model cannot tell the colour from the shape;
+    trained on single characters, every character the scenes use becomes one token and no token spans two."""
+    return [part for part in _CJK_CHAR.split(text) if part.strip()]
+
+
 def corpus(n_per_task: int = 400, seed: int = 0) -> list[str]:
-    """Texts the tokenizer is trained on: the tasks' questions and answers plus role names."""
+    """Texts the tokenizer is trained on: the tasks' questions and answers plus role names (see
+    `tokenizer_texts` for Chinese)."""
     from pytest_vleval.builtin.build import default_corpus
 
     texts = ["user", "assistant", "system", *default_corpus()]
     for task in TASKS:
-        for i in range(n_per_task):
-            example = make_example(task, seed * _TRAIN_SEED_STRIDE + 10**8 + i)
-            for q, a in (*example.turns, *sent_example(example).turns):
-                texts += [q, a]
+        for lang in ("en", "zh") if task in ZH_TASKS else ("en",):
+            for i in range(n_per_task):
+                example = make_example(task, seed * _TRAIN_SEED_STRIDE + 10**8 + i, lang=lang)
+                for q, a in (*example.turns, *sent_example(example).turns):
+                    texts += [*tokenizer_texts(q), *tokenizer_texts(a)]
     return texts
 
 
@@ -152,7 +176,8 @@ class Batches:
     def examples(self) -> list[Example]:
         out = []
         for task in self.rng.choices(self.tasks, self.weights, k=self.batch_size):
-            example = make_example(task, self.next_seed[task], self.size)
+            seed = self.next_seed[task]
+            example = make_example(task, seed, self.size, language(task, seed))
             out.append(example if is_bare(example) else sent_example(example))
             self.next_seed[task] += 1
         return out

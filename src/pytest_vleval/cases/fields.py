@@ -143,9 +143,9 @@ def _box(value: Any, where: Where) -> tuple[float, ...]:
     return box
 
 
-def prompt_spec(settings: Mapping[str, Any], where: Where, prefix: str = "") -> PromptSpec:
-    """The instruction around a question: the task's default, then the case's own ``pre_prompt`` /
-    ``post_prompt``, or a ``prompt`` template holding ``{question}``."""
+def prompt_spec(settings: Mapping[str, Any], where: Where, prefix: str = "", question: str = "") -> PromptSpec:
+    """The instruction around a question: the task's default (its Chinese one for a Chinese `question`), then the
+    case's own ``pre_prompt`` / ``post_prompt``, or a ``prompt`` template holding ``{question}``."""
     task = settings.get("task")
     if task is not None:
         task = text(task, where, prefix + "task")
@@ -153,7 +153,7 @@ def prompt_spec(settings: Mapping[str, Any], where: Where, prefix: str = "") -> 
             raise where.error(
                 prefix + "task", f"unknown task {task!r}{suggest(task, TASK_PROMPTS)}; known: {', '.join(TASK_PROMPTS)}"
             )
-    spec = PromptSpec.for_task(task)
+    spec = PromptSpec.for_task(task, question)
     pre = text(settings["pre_prompt"], where, prefix + "pre_prompt") if "pre_prompt" in settings else spec.pre
     post = text(settings["post_prompt"], where, prefix + "post_prompt") if "post_prompt" in settings else spec.post
     template = settings.get("prompt")
@@ -188,8 +188,8 @@ def _question(data: Mapping[str, Any], settings: Mapping[str, Any], where: Where
 def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Where, prefix: str = "") -> Turn:
     """One question and its reference; `settings` holds the scorer, threshold, options, prompt and answer
     pipeline that apply to it."""
-    spec = prompt_spec(settings, where, prefix)
     question, refer = _question(data, settings, where, prefix)
+    spec = prompt_spec(settings, where, prefix, question)
     scorer = _scorer(settings, where, prefix)
     if refer and scorer.reference != "box":
         raise where.error(prefix + "scorer", f"a refer: case is scored on its box (scorer 'iou'), not {scorer.name!r}")

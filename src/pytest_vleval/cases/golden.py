@@ -8,6 +8,7 @@ Manifest format (docs/CONTRACTS.md, "Golden caption sets")::
     images_dir: images               # optional, default: the manifest's folder; COCO file_name is relative to it
     max_new_tokens: 24               # optional, default: the plugin's
     thresholds: {CIDEr: 0.8, Bleu_4: 0.25, METEOR: 0.2}   # metric -> minimum corpus score
+    tokenize: ptb                    # optional: ptb (English, default) | jieba | char (Chinese)
 
 Every problem raises :class:`GoldenSetError` naming the file, the key (and image id) and what is wrong.
 """
@@ -17,22 +18,40 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from pytest_vleval.cases.checks import closest, kind
 from pytest_vleval.cases.coco import read_coco
 from pytest_vleval.cases.images import resolved_roots
 from pytest_vleval.cases.yaml_loader import YamlError, load_yaml
 from pytest_vleval.scoring.caption_inputs import METRIC_RANGES, METRICS
+from pytest_vleval.scoring.caption_tokens import ENGLISH_ONLY, JIEBA_INSTALL, english_only_reason, tokenize_problem
+from pytest_vleval.scoring.cjk import has_cjk
 
 if TYPE_CHECKING:
     from pytest_vleval.scoring.captions import CaptionScores
 
-MANIFEST_KEYS: tuple[str, ...] = ("name", "prompt", "references", "images_dir", "max_new_tokens", "thresholds")
+MANIFEST_KEYS: tuple[str, ...] = (
+    "name",
+    "prompt",
+    "references",
+    "images_dir",
+    "max_new_tokens",
+    "thresholds",
+    "tokenize",
+)
+
+
+class GoldenSetWarning(pytest.PytestWarning):
+    """A golden set that loads but would be scored in a way its author probably did not mean (Chinese references
+    tokenised by PTBTokenizer)."""
 _REQUIRED_KEYS = ("prompt", "references")
 
 
@@ -87,6 +106,7 @@ class GoldenSet:
     max_new_tokens: int | None
     references_path: Path
     images_dir: Path
+    tokenize: str = "ptb"
 
     @property
     def references(self) -> dict[str, tuple[str, ...]]:
@@ -104,7 +124,7 @@ class GoldenSet:
         :func:`pytest_vleval.metrics.evaluate_captions`)."""
         from pytest_vleval.scoring.captions import evaluate_captions
 
-        return evaluate_captions(self.references, candidates, **options)
+        return evaluate_captions(self.references, candidates, **{"tokenize": self.tokenize, **options})
 
 
 def load_golden_set(path: str | os.PathLike[str], *, roots: Sequence[Path] | None = None) -> GoldenSet:
@@ -143,7 +163,17 @@ def load_golden_set(path: str | os.PathLike[str], *, roots: Sequence[Path] | Non
         raise GoldenSetError(manifest, "images_dir", f"folder not found: {images_dir}")
     max_new_tokens = _max_new_tokens(manifest, data.get("max_new_tokens"))
     thresholds = _thresholds(manifest, data.get("thresholds"))
+    tokenize = _tokenize(manifest, data.get("tokenize", "ptb"), thresholds)
     images = read_coco(references_path, images_dir, manifest, resolved_roots(roots))
+    if tokenize == "ptb" and any(has_cjk(ref) for image in images for ref in image.references):
+        warnings.warn(
+            GoldenSetWarning(
+                f"{manifest}: the references are Chinese (or Japanese/Korean) but tokenize is ptb: PTBTokenizer "
+                "leaves such a sentence as one token, so BLEU and CIDEr compare whole sentences. Set tokenize: "
+                f"jieba ({JIEBA_INSTALL}) or tokenize: char in the manifest"
+            ),
+            stacklevel=2,
+        )
     return GoldenSet(
         path=manifest,
         name=name,
@@ -153,7 +183,23 @@ def load_golden_set(path: str | os.PathLike[str], *, roots: Sequence[Path] | Non
         max_new_tokens=max_new_tokens,
         references_path=references_path,
         images_dir=images_dir,
+        tokenize=tokenize,
     )
+
+
+def _tokenize(manifest: Path, value: Any, thresholds: Mapping[str, float]) -> str:
+    problem = tokenize_problem(value)
+    if problem is not None:
+        raise GoldenSetError(manifest, "tokenize", problem)
+    english = [metric for metric in thresholds if metric in ENGLISH_ONLY]
+    if value != "ptb" and english:
+        raise GoldenSetError(
+            manifest,
+            f"thresholds.{english[0]}",
+            english_only_reason(english[0], str(value)),
+            hint="gate a Chinese set on Bleu_4, ROUGE_L or CIDEr",
+        )
+    return str(value)
 
 
 def _read_manifest(manifest: Path) -> dict[str, Any]:

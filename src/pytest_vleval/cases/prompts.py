@@ -10,15 +10,34 @@ Standard library only.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["QUESTION_SLOT", "SHORT_ANSWER", "TASK_PROMPTS", "PromptSpec", "TaskPrompt", "task_prompt"]
+__all__ = [
+    "QUESTION_SLOT",
+    "SHORT_ANSWER",
+    "SHORT_ANSWER_ZH",
+    "TASK_PROMPTS",
+    "PromptSpec",
+    "TaskPrompt",
+    "is_chinese",
+    "task_prompt",
+]
 
 QUESTION_SLOT = "{question}"
 
 # LLaVA-1.5's short-answer instruction (its VQAv2/GQA/TextVQA question files), also lmms-eval's post_prompt for
 # vqav2, textvqa, docvqa and gqa.
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+# VLMEvalKit's model wrappers (InternVL, MiniCPM-V, ...) send this instead when the question is Chinese.
+SHORT_ANSWER_ZH = "\n请用单个词或短语回答问题。"
+# VLMEvalKit's `cn_string`: a question with a character in this range is Chinese.
+_CHINESE = re.compile("[\u4e00-\u9fa5]")
+
+
+def is_chinese(question: str) -> bool:
+    """Whether `question` is asked in Chinese (VLMEvalKit's rule: it holds a CJK unified ideograph)."""
+    return _CHINESE.search(question) is not None
 
 
 @dataclass(frozen=True)
@@ -29,30 +48,36 @@ class TaskPrompt:
     post: str = ""
     question: str | None = None  # the question itself when a case gives none (captioning)
     source: str = ""
+    post_zh: str | None = None  # the instruction after a Chinese question, where one is published
 
 
 TASK_PROMPTS: dict[str, TaskPrompt] = {
     "vqa": TaskPrompt(
         post=SHORT_ANSWER,
         source="LLaVA-1.5 VQAv2/GQA evaluation; lmms-eval tasks/vqav2 post_prompt",
+        post_zh=SHORT_ANSWER_ZH,
     ),
     "count": TaskPrompt(
         post="\nAnswer with a single number.",
         source="lmms-eval tasks/countbenchqa and tasks/pixmo_count post_prompt",
+        post_zh=SHORT_ANSWER_ZH,
     ),
     "ocr": TaskPrompt(
         post=SHORT_ANSWER,
         source="lmms-eval tasks/textvqa and tasks/docvqa post_prompt; LLaVA-1.5 TextVQA evaluation",
+        post_zh=SHORT_ANSWER_ZH,
     ),
     "chart": TaskPrompt(
         post="\nAnswer the question with a single word.",
         source="lmms-eval tasks/chartqa post_prompt",
+        post_zh=SHORT_ANSWER_ZH,
     ),
     "multi_image": TaskPrompt(
         post=SHORT_ANSWER,
         # Multi-image benchmarks publish multiple-choice instructions (MuirBench, BLINK) or none (LLaVA-Interleave's
         # open questions); short open answers get the VQAv2 instruction.
         source="the VQAv2 instruction (no multi-image benchmark publishes one for short open answers)",
+        post_zh=SHORT_ANSWER_ZH,
     ),
     "caption": TaskPrompt(
         question="Provide a one-sentence caption for the provided image.",
@@ -82,13 +107,16 @@ class PromptSpec:
         return f"{self.pre}{question}{self.post}"
 
     @classmethod
-    def for_task(cls, task: str | None) -> PromptSpec:
+    def for_task(cls, task: str | None, question: str = "") -> PromptSpec:
+        """`task`'s default instruction; for a Chinese `question` its Chinese one where it has one
+        (VLMEvalKit's wrappers switch the same way, see :data:`SHORT_ANSWER_ZH`)."""
         if task is None:
             return cls()
         default = TASK_PROMPTS[task]
-        return cls(pre=default.pre, post=default.post, task=task)
+        post = default.post_zh if default.post_zh is not None and is_chinese(question) else default.post
+        return cls(pre=default.pre, post=post, task=task)
 
 
 def task_prompt(task: str | None, question: str) -> str:
     """`question` with `task`'s default instruction (what a bundled case of that task sends)."""
-    return PromptSpec.for_task(task).render(question)
+    return PromptSpec.for_task(task, question).render(question)

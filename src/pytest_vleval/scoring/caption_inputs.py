@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from pytest_vleval.scoring.caption_tokens import python_tokenizer
 from pytest_vleval.scoring.java import JavaStatus, ptb_tokenize
 from pytest_vleval.scoring.ptb_fallback import fallback_tokenize
 
@@ -25,12 +26,16 @@ METRIC_RANGES: Mapping[str, tuple[float, float]] = {
 
 
 def caption_key_order(keys: Iterable[Any]) -> list[Any]:
-    """Keys in the deterministic order the metrics see them: sorted (mixed key types by type, then text)."""
+    """Keys sorted (mixed key types by type, then text): the order error messages list them in. The metrics see
+    the caller's order, as COCOEvalCap does."""
     keys = list(keys)
     try:
         return sorted(keys)
     except TypeError:
         return sorted(keys, key=lambda key: (type(key).__name__, str(key)))
+
+
+Tokenizer = Literal["ptb", "fallback", "char", "jieba"]
 
 
 def tokenized(
@@ -39,25 +44,37 @@ def tokenized(
     candidates: Mapping[Any, str],
     java: JavaStatus,
     scratch: str,
-) -> tuple[dict[Any, list[str]], dict[Any, list[str]], Literal["ptb", "fallback"]]:
-    """References and candidates tokenised in one PTBTokenizer call (the fallback without Java), as
-    pycocoevalcap's ``gts`` and ``res`` dicts."""
+    tokenize: str = "ptb",
+) -> tuple[dict[Any, list[str]], dict[Any, list[str]], Tokenizer]:
+    """References and candidates tokenised as pycocoevalcap's ``gts`` and ``res`` dicts, in `keys` order.
+
+    ``ptb``: exactly as COCOEvalCap does it, two PTBTokenizer calls, all references, then all candidates, each in
+    `keys` order. The order matters: PTBTokenizer decides some tokens from the line that follows ("no." before a
+    line starting with a digit stays "no.", else it is "no"), so tokenising both in one call, or sorted, can give a
+    caption other tokens than COCOEvalCap gives it. Without Java a pure-Python stand-in (``fallback``).
+    ``char`` / ``jieba``: ``caption_tokens.py``."""
     ref_lists = [list(references[key]) for key in keys]
-    flat = [caption for refs in ref_lists for caption in refs] + [candidates[key] for key in keys]
-    tokenizer: Literal["ptb", "fallback"]
-    if java.usable:
+    flat_refs = [caption for refs in ref_lists for caption in refs]
+    flat_res = [candidates[key] for key in keys]
+    tokenizer: Tokenizer
+    if tokenize != "ptb":
+        split = python_tokenizer(tokenize)
+        ref_tokens, res_tokens = [split(c) for c in flat_refs], [split(c) for c in flat_res]
+        tokenizer = "jieba" if tokenize == "jieba" else "char"
+    elif java.usable:
         assert java.path is not None
-        tokenized = ptb_tokenize(flat, java=java.path, work_dir=scratch)
+        ref_tokens = ptb_tokenize(flat_refs, java=java.path, work_dir=scratch)
+        res_tokens = ptb_tokenize(flat_res, java=java.path, work_dir=scratch)
         tokenizer = "ptb"
     else:
-        tokenized = [fallback_tokenize(caption) for caption in flat]
+        ref_tokens, res_tokens = [fallback_tokenize(c) for c in flat_refs], [fallback_tokenize(c) for c in flat_res]
         tokenizer = "fallback"
     gts: dict[Any, list[str]] = {}
     position = 0
     for key, refs in zip(keys, ref_lists, strict=True):
-        gts[key] = tokenized[position : position + len(refs)]
+        gts[key] = ref_tokens[position : position + len(refs)]
         position += len(refs)
-    res: dict[Any, list[str]] = {key: [tokenized[position + i]] for i, key in enumerate(keys)}
+    res: dict[Any, list[str]] = {key: [res_tokens[i]] for i, key in enumerate(keys)}
     return gts, res, tokenizer
 
 
@@ -98,7 +115,7 @@ def check_inputs(references: Mapping[Any, Sequence[str]], candidates: Mapping[An
     for key, caption in candidates.items():
         if not isinstance(caption, str):
             raise TypeError(f"candidates[{key!r}] must be a string, got {type(caption).__name__}: {caption!r}")
-    return caption_key_order(references)
+    return list(references)  # the caller's order, as COCOEvalCap keeps its image ids' order
 
 
 def _key_list(keys: Sequence[Any], limit: int = 10) -> str:

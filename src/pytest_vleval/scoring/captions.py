@@ -2,8 +2,10 @@
 
 What this module adds around pycocoevalcap, and why:
 
-- PTBTokenizer runs once per evaluation, on references and candidates together (harnesses that tokenise per
-  metric pay the Java start-up seven times and get the same tokens).
+- PTBTokenizer runs once per evaluation, never per metric, exactly as COCOEvalCap runs it: the references, then
+  the candidates, each in the caller's image order (``caption_inputs.tokenized`` says why the order matters).
+- Chinese (or any unspaced) sets choose ``tokenize="jieba"`` or ``"char"`` (``caption_tokens.py``); METEOR and
+  SPICE, English-only, are then reported as skipped with the reason.
 - Nothing is written into site-packages: the tokenizer's and SPICE's temporary files and SPICE's cache go to
   our own cache directory, so a read-only install works.
 - Java is looked for first. Without it BLEU, ROUGE_L and CIDEr still run (on a pure-Python stand-in for
@@ -34,11 +36,13 @@ import pytest
 from pytest_vleval.scoring.caption_inputs import (
     METRIC_RANGES,
     METRICS,
+    Tokenizer,
     caption_key_order,
     check_inputs,
     check_metrics,
     tokenized,
 )
+from pytest_vleval.scoring.caption_tokens import ENGLISH_ONLY, english_only_reason, tokenize_problem
 from pytest_vleval.scoring.java import (
     CORENLP_JARS,
     JAVA_METRICS,
@@ -104,8 +108,8 @@ class CaptionScores:
     ``per_image``: key -> metric -> score of that image (what pycocoevalcap's scorers return per image).
     ``skipped``: metric -> why it did not run and how to make it run.
     ``failed``: metric -> error of a metric that should have run but whose process failed.
-    ``tokenizer``: ``"ptb"`` (Stanford PTBTokenizer, the official pipeline) or ``"fallback"`` (pure Python,
-    used without Java; scores may differ slightly from the official ones).
+    ``tokenizer``: ``"ptb"`` (Stanford PTBTokenizer, the official pipeline), ``"fallback"`` (pure Python,
+    used without Java; scores may differ slightly from the official ones), ``"jieba"`` or ``"char"``.
     ``timings``: stage -> seconds.
     """
 
@@ -113,7 +117,7 @@ class CaptionScores:
     per_image: dict[str, dict[str, float]]
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    tokenizer: Literal["ptb", "fallback"] = "ptb"
+    tokenizer: Tokenizer = "ptb"
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -149,6 +153,7 @@ def caption_scores(
     per_image: Literal[False] = False,
     cache_dir: str | os.PathLike[str] | None = ...,
     spice_jars: str | os.PathLike[str] | None = ...,
+    tokenize: str = ...,
 ) -> dict[str, float]: ...
 
 
@@ -161,6 +166,7 @@ def caption_scores(
     per_image: Literal[True],
     cache_dir: str | os.PathLike[str] | None = ...,
     spice_jars: str | os.PathLike[str] | None = ...,
+    tokenize: str = ...,
 ) -> CaptionScores: ...
 
 
@@ -172,6 +178,7 @@ def caption_scores(
     per_image: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     spice_jars: str | os.PathLike[str] | None = None,
+    tokenize: str = "ptb",
 ) -> dict[str, float] | CaptionScores:
     """Official COCO caption metrics of ``candidates`` ({key: caption}) against ``references``
     ({key: [caption, ...]}).
@@ -179,8 +186,11 @@ def caption_scores(
     Returns {metric: corpus score} for the metrics that ran; metrics that could not run are left out and
     reported with a :class:`MetricSkippedWarning`. With ``per_image=True`` returns the full
     :class:`CaptionScores` (per-image scores, skipped metrics and why) instead, without a warning.
+    ``tokenize``: ``"ptb"`` (English, the official step), ``"jieba"`` or ``"char"`` (Chinese; ``caption_tokens.py``).
     """
-    scores = evaluate_captions(references, candidates, metrics=metrics, cache_dir=cache_dir, spice_jars=spice_jars)
+    scores = evaluate_captions(
+        references, candidates, metrics=metrics, cache_dir=cache_dir, spice_jars=spice_jars, tokenize=tokenize
+    )
     if per_image:
         return scores
     if scores.skipped or scores.failed or scores.tokenizer == "fallback":
@@ -195,11 +205,12 @@ def evaluate_captions(
     metrics: Iterable[str] = METRICS,
     cache_dir: str | os.PathLike[str] | None = None,
     spice_jars: str | os.PathLike[str] | None = None,
+    tokenize: str = "ptb",
 ) -> CaptionScores:
     """Score one caption set; starts and stops its own METEOR process. See :class:`CaptionEvaluator` to score
     several sets with one METEOR start-up."""
     with CaptionEvaluator(metrics=metrics, cache_dir=cache_dir, spice_jars=spice_jars) as evaluator:
-        return evaluator.evaluate(references, candidates)
+        return evaluator.evaluate(references, candidates, tokenize=tokenize)
 
 
 @dataclass
@@ -226,7 +237,7 @@ class _Scoring:
         finally:
             self.timings[stage] = time.perf_counter() - start
 
-    def result(self, tokenizer: Literal["ptb", "fallback"]) -> CaptionScores:
+    def result(self, tokenizer: Tokenizer) -> CaptionScores:
         return CaptionScores(
             corpus={metric: self.corpus[metric] for metric in METRICS if metric in self.corpus},
             per_image={key: self.per_image.get(key, {}) for key in self.keys},
@@ -273,19 +284,28 @@ class CaptionEvaluator:
         self._meteor = None
         self._meteor_stderr = None
 
-    def evaluate(self, references: Mapping[Any, Sequence[str]], candidates: Mapping[Any, str]) -> CaptionScores:
+    def evaluate(
+        self, references: Mapping[Any, Sequence[str]], candidates: Mapping[Any, str], *, tokenize: str = "ptb"
+    ) -> CaptionScores:
+        """Score one set; ``tokenize``: ``"ptb"``, ``"jieba"`` or ``"char"`` (``caption_tokens.py``)."""
+        problem = tokenize_problem(tokenize)
+        if problem is not None:
+            raise ValueError(f"tokenize: {problem}")
         keys = check_inputs(references, candidates)
         scoring = _Scoring(keys)
         java = java_status()
+        english = [m for m in self.metrics if m in ENGLISH_ONLY] if tokenize == "ptb" else []
+        for metric in (m for m in self.metrics if m in ENGLISH_ONLY and m not in english):
+            scoring.skipped[metric] = english_only_reason(metric, tokenize)
         with self._lock, self._scratch_dir() as scratch:
             # Started first so that METEOR's JVM start-up (~15 s) overlaps the tokenisation and the other metrics.
-            meteor = self._meteor_scorer(java.path) if "METEOR" in self.metrics and java.path and java.usable else None
+            meteor = self._meteor_scorer(java.path) if "METEOR" in english and java.path and java.usable else None
             with scoring.timed("tokenize"):
-                gts, res, tokenizer = tokenized(keys, references, candidates, java, scratch)
+                gts, res, tokenizer = tokenized(keys, references, candidates, java, scratch, tokenize)
             self._python_metrics(scoring, gts, res)
-            if "METEOR" in self.metrics:
+            if "METEOR" in english:
                 self._meteor_metric(scoring, meteor, java, gts, res)
-            if "SPICE" in self.metrics:
+            if "SPICE" in english:
                 self._spice_metric(scoring, java, gts, res, scratch)
         return scoring.result(tokenizer)
 

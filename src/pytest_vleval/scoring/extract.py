@@ -17,6 +17,7 @@ from typing import Any
 # The backends strip a Thinking model's reasoning too (its answer as decoded), so the step lives with them: the
 # answer cache's key covers the backends' code, and scoring changes must not invalidate cached answers.
 from pytest_vleval.backends.families import strip_thinking
+from pytest_vleval.scoring.cjk import cjk_answer
 from pytest_vleval.scoring.vqa import _vqa_clean, _vqa_process_digit_article, _vqa_process_punctuation
 
 __all__ = [
@@ -90,6 +91,7 @@ STEPS: dict[str, Callable[[str], str]] = {
     "quotes": strip_quotes,
     "period": strip_period,
     "evalai": evalai_answer,
+    "cjk": cjk_answer,
 }
 STEP_HELP: dict[str, str] = {
     "thinking": "drop <think>...</think> reasoning",
@@ -98,6 +100,7 @@ STEP_HELP: dict[str, str] = {
     "quotes": "drop quotes or **emphasis** around the whole answer",
     "period": "drop one trailing full stop (. or 。)",
     "evalai": "the EvalAI answer processor (LLaVA's VQAv2 submission step)",
+    "cjk": "NFKC, Chinese punctuation as ASCII, a whole Chinese count as digits (三个 -> 3)",
 }
 
 _SHORT = ("thinking", "fences", "label", "quotes", "period")
@@ -140,6 +143,8 @@ def pipeline_for(scorer: str, steps: Sequence[str] | None, options: Mapping[str,
         return tuple(steps)
     if scorer == "vqa_accuracy" and options.get("mode") == "official":
         return ()
+    if scorer == "vqa_accuracy" and options.get("mode") == "zh":  # the EvalAI step is English; zh normalises itself
+        return _SHORT
     return DEFAULT_STEPS.get(scorer, ("thinking",))
 
 

@@ -107,7 +107,7 @@ class GoldenScorer:
             if prediction.error is not None:
                 result.errors[image.key] = prediction.error
             result.captions[image.key] = prediction.answers[0] if prediction.answers else ""
-        scores = self._caption_evaluator().evaluate(golden.references, result.captions)
+        scores = self._caption_evaluator().evaluate(golden.references, result.captions, tokenize=golden.tokenize)
         result.corpus = dict(scores.corpus)
         result.per_image = {str(k): dict(v) for k, v in scores.per_image.items()}
         result.skipped = dict(scores.skipped)

@@ -169,21 +169,22 @@ def no_java_reason(java: JavaStatus) -> str:
 def ptb_tokenize(captions: Sequence[str], *, java: str, work_dir: str | os.PathLike[str]) -> list[str]:
     """pycocoevalcap's PTBTokenizer on ``captions``, one output per caption, without writing into its package.
 
-    Same jar, command line and punctuation removal as ``pycocoevalcap.tokenizer.ptbtokenizer``; the input
-    file lives in ``work_dir`` and the process runs there. Blank captions are not sent to Java (their tokens
-    are empty either way) and the output line count is checked, so a caption can never shift onto another.
+    Same jar, command line, input (every caption a line, blank ones too, in the given order) and punctuation
+    removal as ``pycocoevalcap.tokenizer.ptbtokenizer``: PTBTokenizer reads a line's last token in the light of
+    the next line, so the same lines in the same order are what make the tokens COCOEvalCap's. The input file
+    lives in ``work_dir`` and the process runs there. Every line break CoreNLP knows becomes a space (upstream
+    replaces only "\\n", and any other one shifts every later caption onto the wrong image), and the output line
+    count is checked, so a caption can never shift onto another.
     """
     from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
     punctuation = frozenset(PUNCTUATIONS)
     lines = [LINE_BREAKS.sub(" ", caption) for caption in captions]
-    to_send = [i for i, line in enumerate(lines) if line.strip()]
-    result = [""] * len(lines)
-    if not to_send:
-        return result
+    if not any(line.strip() for line in lines):
+        return [""] * len(lines)
     jar = pycocoevalcap_dir() / "tokenizer" / _TOKENIZER_JAR
     with tempfile.NamedTemporaryFile("wb", dir=work_dir, prefix="ptb-", suffix=".txt", delete=False) as handle:
-        handle.write("\n".join(lines[i] for i in to_send).encode())
+        handle.write("\n".join(lines).encode())
         input_path = handle.name
     command = [java, *LOCALE_FLAGS, "-cp", str(jar), _TOKENIZER_CLASS, "-preserveLines", "-lowerCase", input_path]
     try:
@@ -195,16 +196,17 @@ def ptb_tokenize(captions: Sequence[str], *, java: str, work_dir: str | os.PathL
             f"PTBTokenizer exited {proc.returncode}: {_tail(proc.stderr)}\ncommand: {' '.join(command)}"
         )
     out_lines = proc.stdout.decode("utf-8", errors="replace").split("\n")
-    if len(out_lines) == len(to_send) + 1 and out_lines[-1] == "":
-        out_lines.pop()
-    if len(out_lines) != len(to_send):
+    while len(out_lines) > len(lines) and out_lines[-1] == "":
+        out_lines.pop()  # the newline after the last line, and trailing blank captions' lines, come back empty
+    missing = len(lines) - len(out_lines)
+    if missing > 0 and not any(line.strip() for line in lines[-missing:]):
+        out_lines += [""] * missing  # blank captions at the end: PTBTokenizer may print nothing for them
+    if len(out_lines) != len(lines):
         raise CaptionMetricError(
-            f"PTBTokenizer returned {len(out_lines)} lines for {len(to_send)} captions; refusing to guess "
+            f"PTBTokenizer returned {len(out_lines)} lines for {len(lines)} captions; refusing to guess "
             "which caption is which"
         )
-    for i, line in zip(to_send, out_lines, strict=True):
-        result[i] = " ".join(word for word in line.rstrip().split(" ") if word not in punctuation)
-    return result
+    return [" ".join(word for word in line.rstrip().split(" ") if word not in punctuation) for line in out_lines]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_vleval.scoring.base import ScoreContext, ScoreResult, as_texts, show
+from pytest_vleval.scoring.cjk import cjk_answer, find_chinese_numbers, nfkc
 from pytest_vleval.scoring.text import exact_key
 
 # A sign counts only when it is not glued to a word ("x-3" reads 3, "-3" reads -3); "1,234" is one number.
@@ -24,13 +25,20 @@ def _to_number(text: str) -> float | None:
 
 
 def _first_number(text: str) -> float | None:
-    """The first number in free text; a trailing '%' is dropped, not divided by 100."""
+    """The first number in free text, in digits (full-width too) or a Chinese numeral that reads as a count
+    (三个, 十二: ``cjk.find_chinese_numbers``); a trailing '%' is dropped, not divided by 100."""
+    text = nfkc(text)
     found = _NUMBER_SEARCH.search(text)
-    return _to_number(found.group(1)) if found else None
+    candidates = [(found.start(), _to_number(found.group(1)))] if found else []
+    candidates += [(position, float(value)) for position, value in find_chinese_numbers(text)[:1]]
+    return min(candidates)[1] if candidates else None
 
 
 def _whole_number(text: str) -> float | None:
-    found = _NUMBER_FULL.fullmatch(text)
+    """A target that is a number: digits, or a Chinese count (三, 三个, 十二) read by the ``cjk`` answer step."""
+    found = _NUMBER_FULL.fullmatch(nfkc(text))
+    if found is None:
+        found = _NUMBER_FULL.fullmatch(cjk_answer(text))
     return _to_number(found.group(1)) if found else None
 
 

@@ -13,7 +13,7 @@ from pytest_vleval.scoring.boxes import BOX_CONVENTIONS, score_iou
 from pytest_vleval.scoring.numbers import score_numeric, score_relaxed
 from pytest_vleval.scoring.ocrbench import score_ocrbench
 from pytest_vleval.scoring.text import compile_regex, score_anls, score_contains, score_exact, score_regex
-from pytest_vleval.scoring.vqa import score_any_of, score_exact_normalized, score_vqa
+from pytest_vleval.scoring.vqa import VQA_MODES, score_any_of, score_exact_normalized, score_vqa
 
 
 def _scorer(
@@ -35,20 +35,21 @@ SCORERS: dict[str, Scorer] = {
             "exact",
             score_exact,
             "expected",
-            "Trimmed, case-insensitive equality with any expected answer; one trailing '.' ignored. 0/1.",
+            "Trimmed, case-insensitive equality (after NFKC: full-width forms as ASCII) with any expected answer; "
+            "one trailing '.' or '。' ignored. 0/1.",
         ),
         _scorer(
             "exact_normalized",
             score_exact_normalized,
             "expected",
-            "Equality after the official VQA answer normalisation. 0/1.",
+            "Equality after the official VQA answer normalisation (Chinese punctuation read as ASCII first). 0/1.",
         ),
         _scorer(
             "contains",
             score_contains,
             "expected",
-            "Any expected answer appears in the answer as whole words, case-insensitive (all: true: every "
-            "expected answer must appear). 0/1.",
+            "Any expected answer appears in the answer as whole words, case-insensitive, after NFKC; an edge "
+            "that is a Chinese character needs no word boundary (all: true: every expected answer must appear). 0/1.",
             options=("all",),
         ),
         _scorer(
@@ -63,14 +64,16 @@ SCORERS: dict[str, Scorer] = {
             "any_of",
             score_any_of,
             "expected",
-            "Membership of the VQA-normalised answer in the set of normalised accepted answers. 0/1.",
+            "Membership of the VQA-normalised answer in the set of normalised accepted answers (Chinese "
+            "punctuation read as ASCII first). 0/1.",
         ),
         _scorer(
             "vqa_accuracy",
             score_vqa,
             "answers",
-            "Official VQAv2 accuracy against the human answers (10 recommended); mode: official|evalai. "
-            "Default threshold 0.9: at least 3 of 10 annotators agree, the paper's 'fully correct'.",
+            "Official VQAv2 accuracy against the human answers (10 recommended); mode: official|evalai|zh (zh: "
+            "the same accuracy with the Chinese answer normalisation, cjk.normalize_zh_answer). Default threshold "
+            "0.9: at least 3 of 10 annotators agree, the paper's 'fully correct'.",
             default_threshold=0.9,
             options=("mode",),
         ),
@@ -86,8 +89,9 @@ SCORERS: dict[str, Scorer] = {
             "numeric",
             score_numeric,
             "expected",
-            "First number in the answer within tolerance (relative, default 0.05) or absolute of the "
-            "target; non-numeric targets need an exact match. 0/1.",
+            "First number in the answer (digits, full-width digits, or a Chinese count: 三个, 十二) within "
+            "tolerance (relative, default 0.05) or absolute of the target; non-numeric targets need an exact "
+            "match. 0/1.",
             options=("tolerance", "absolute"),
         ),
         _scorer(
@@ -150,8 +154,8 @@ def _validate_options(scorer: Scorer, options: Mapping[str, Any]) -> None:
         raise ValueError(f"option 'fullmatch' must be true or false, not {options['fullmatch']!r}")
     if "hme" in options and not isinstance(options["hme"], bool):
         raise ValueError(f"option 'hme' must be true or false, not {options['hme']!r}")
-    if "mode" in options and options["mode"] not in ("official", "evalai"):
-        raise ValueError(f"option 'mode' must be 'official' or 'evalai', not {options['mode']!r}")
+    if "mode" in options and options["mode"] not in VQA_MODES:
+        raise ValueError(f"option 'mode' must be one of {', '.join(VQA_MODES)}, not {options['mode']!r}")
     if "convention" in options and options["convention"] not in BOX_CONVENTIONS:
         raise ValueError(
             f"option 'convention' must be one of {', '.join(BOX_CONVENTIONS)}, not {options['convention']!r}"

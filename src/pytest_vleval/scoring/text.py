@@ -7,11 +7,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_vleval.scoring.base import ScoreContext, ScoreResult, as_texts, show
+from pytest_vleval.scoring.cjk import CJK_CHARS, has_cjk, nfkc
 
 
 def exact_key(text: str) -> str:
-    text = text.strip().casefold()
-    if text.endswith("."):
+    """What `exact` compares: NFKC (full-width forms as ASCII), trimmed, case-folded, one trailing '.' or '。'
+    dropped."""
+    text = nfkc(text).strip().casefold()
+    if text.endswith((".", "。")):
         text = text[:-1].rstrip()
     return text
 
@@ -27,17 +30,26 @@ def score_exact(
     return ScoreResult(0.0, f"{show(prediction)} is not one of {', '.join(map(show, expected))}")
 
 
+# A letter or digit of a script written with spaces: what may not touch an answer's edge ("red" is not in "reddish";
+# Chinese has no spaces, so "红色" is in "这是红色的圆形", and "red" is in "这是red的").
+_WORD_CHAR = f"[^\\W{CJK_CHARS}]"
+
+
 def _contains_pattern(answer: str) -> re.Pattern[str]:
-    # Word boundaries by look-around, not \b, so answers that start or end with a symbol ("$5") still work;
-    # any run of whitespace in the answer matches any run in the prediction.
+    # Word boundaries by look-around, not \b, so answers that start or end with a symbol ("$5") still work and an
+    # edge that is a CJK character needs none; any run of whitespace in the answer matches any run in the prediction.
+    answer = nfkc(answer).strip()
     body = r"\s+".join(re.escape(word) for word in answer.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+    left = "" if has_cjk(answer[:1]) else f"(?<!{_WORD_CHAR})"
+    right = "" if has_cjk(answer[-1:]) else f"(?!{_WORD_CHAR})"
+    return re.compile(f"{left}{body}{right}", re.IGNORECASE)
 
 
 def score_contains(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
     expected = as_texts(reference)
+    prediction = nfkc(prediction)
     if options.get("all"):
         missing = [answer for answer in expected if not _contains_pattern(answer).search(prediction)]
         if not missing:

@@ -6,13 +6,14 @@ import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from typing import Any
 
 from pytest_vleval.scoring.base import ScoreContext, ScoreResult, as_texts, show
+from pytest_vleval.scoring.cjk import normalize_zh_answer, to_ascii_punctuation
 
 _VQA_PUNCT = (
     ";",
@@ -106,18 +107,27 @@ class _VQAOutcome:
     normalised: bool
 
 
+VQA_MODES = ("official", "evalai", "zh")
+
+
+def _normaliser(mode: str) -> Callable[[str], str]:
+    return normalize_zh_answer if mode == "zh" else normalize_vqa_answer
+
+
 def _vqa_outcome(prediction: str, answers: Sequence[str], mode: str) -> _VQAOutcome:
-    if mode not in ("official", "evalai"):
-        raise ValueError(f"vqa_accuracy mode must be 'official' or 'evalai', not {mode!r}")
+    if mode not in VQA_MODES:
+        raise ValueError(f"vqa_accuracy mode must be one of {', '.join(VQA_MODES)}, not {mode!r}")
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
     gts = [_vqa_clean(answer) for answer in answers]
     res = _vqa_clean(prediction)
-    # The official code normalises only when the annotators disagree; EvalAI-style harnesses always do.
-    normalised = mode == "evalai" or len(set(gts)) > 1
+    # The official code normalises only when the annotators disagree; EvalAI-style harnesses, and the Chinese
+    # variant, always do.
+    normalised = mode != "official" or len(set(gts)) > 1
     if normalised:
-        gts = [normalize_vqa_answer(answer) for answer in gts]
-        res = normalize_vqa_answer(res)
+        normalise = _normaliser(mode)
+        gts = [normalise(answer) for answer in gts]
+        res = normalise(res)
     matching = [gt == res for gt in gts]
     k = sum(matching)
     total = Fraction(0)
@@ -141,8 +151,8 @@ def best_vqa_accuracy(answers: Sequence[str], *, mode: str = "official") -> floa
 @functools.lru_cache(maxsize=256)  # collection asks twice per dataset row (reachable threshold, then validation)
 def _best(answers: tuple[str, ...], mode: str) -> float:
     gts = [_vqa_clean(answer) for answer in answers]
-    if mode == "evalai" or len(set(gts)) > 1:
-        gts = [normalize_vqa_answer(answer) for answer in gts]
+    if mode != "official" or len(set(gts)) > 1:
+        gts = [_normaliser(mode)(answer) for answer in gts]
     n, k = len(gts), Counter(gts).most_common(1)[0][1]
     # k annotators gave it: held out, each leaves k - 1 matches; the other n - k leave k.
     total = k * min(Fraction(1), Fraction(k - 1, 3)) + (n - k) * min(Fraction(1), Fraction(k, 3))
@@ -156,7 +166,9 @@ def vqa_accuracy(prediction: str, answers: Sequence[str], *, mode: str = "offici
     the answers are not all identical, then accuracy = mean over answers i of min(1, #(other answers equal to
     the prediction) / 3). With 10 answers and k matching: 0, 0.3, 0.6, 0.9, 1.0 for k = 0, 1, 2, 3, >=4.
     ``mode="evalai"`` always normalises both sides (as lmms-eval and VLMEvalKit effectively do), so "Yes"
-    against ten "yes" scores 1.0 instead of 0.0. With fewer than 4 answers 1.0 is out of reach.
+    against ten "yes" scores 1.0 instead of 0.0. ``mode="zh"`` is the same accuracy for Chinese answers, always
+    normalised with :func:`~pytest_vleval.scoring.cjk.normalize_zh_answer` instead of the English rules (NFKC,
+    Chinese punctuation, counts as digits: "三个" is 3). With fewer than 4 answers 1.0 is out of reach.
     """
     return _vqa_outcome(prediction, answers, mode).accuracy
 
@@ -165,11 +177,12 @@ def score_vqa(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
     answers = as_texts(reference)
-    outcome = _vqa_outcome(prediction, answers, options.get("mode", "official"))
+    mode = options.get("mode", "official")
+    outcome = _vqa_outcome(prediction, answers, mode)
     n = len(answers)
     detail = f"{outcome.matches}/{n} annotators gave {show(outcome.compared)}"
     if outcome.normalised:
-        detail += " (after VQA normalisation)"
+        detail += " (after the Chinese answer normalisation)" if mode == "zh" else " (after VQA normalisation)"
     else:
         detail += " (answers unanimous: compared without normalisation, the official rule)"
     if n < 4:
@@ -178,12 +191,18 @@ def score_vqa(
     return ScoreResult(outcome.accuracy, detail)
 
 
+def _normalized_key(text: str) -> str:
+    """`exact_normalized` and `any_of`: the VQA normalisation after NFKC and Chinese punctuation as ASCII
+    (``cjk.to_ascii_punctuation``), so "红色。" and "“红色”" are "红色"."""
+    return normalize_vqa_answer(to_ascii_punctuation(text))
+
+
 def score_exact_normalized(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
-    key = normalize_vqa_answer(prediction)
+    key = _normalized_key(prediction)
     for answer in as_texts(reference):
-        if normalize_vqa_answer(answer) == key:
+        if _normalized_key(answer) == key:
             return ScoreResult(1.0, f"{show(key)} equals expected {show(answer)} after VQA normalisation")
     return ScoreResult(0.0, f"normalised answer {show(key)} equals no expected answer")
 
@@ -191,9 +210,9 @@ def score_exact_normalized(
 def score_any_of(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
-    key = normalize_vqa_answer(prediction)
+    key = _normalized_key(prediction)
     accepted = as_texts(reference)
-    normalised = {normalize_vqa_answer(answer): answer for answer in reversed(accepted)}
+    normalised = {_normalized_key(answer): answer for answer in reversed(accepted)}
     if key in normalised:
         return ScoreResult(1.0, f"{show(key)} is accepted answer {show(normalised[key])}")
     return ScoreResult(0.0, f"normalised answer {show(key)} is none of the {len(accepted)} accepted answers")
