@@ -35,14 +35,18 @@ FAMILIES = {
     "qwenvl": "Qwen-VL",
     "generic": "generic",
 }
-COLOURS = ("red", "green", "blue", "yellow", "orange", "purple")
-SHAPES = ("circle", "square", "triangle", "diamond")
-OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
-INSTRUCTIONS = ("single word", "single number", "Locate", "bounding box", "bbox", "[refer]", "<ref>", "caption")
+COLOURS = ("red", "green", "blue", "yellow", "orange", "purple", "红色", "绿色", "蓝色", "黄色", "橙色", "紫色")
+SHAPES = ("circle", "square", "triangle", "diamond", "圆形", "正方形", "三角形", "菱形")
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top",
+            "左边": "右边", "右边": "左边", "上边": "下边", "下边": "上边"}  # fmt: skip
+INSTRUCTIONS = ("single word", "single number", "Locate", "bounding box", "bbox", "[refer]", "<ref>", "caption",
+                "单个词")  # fmt: skip
+ZH_NUMBERS = {"1": "一", "2": "两", "3": "三", "4": "四", "5": "五", "6": "六", "7": "七", "8": "八", "9": "九"}
 
 
 def _other(truth: str, pool: tuple[str, ...], avoid: set[str]) -> str:
-    return next(x for x in pool if x != truth and x not in avoid)
+    """Another word of `pool` in the same language as `truth`."""
+    return next(x for x in pool if x != truth and x not in avoid and x.isascii() == truth.isascii())
 
 
 class RealisticBackend:
@@ -58,8 +62,9 @@ class RealisticBackend:
             for case in load_case_file(path).cases:
                 self.cases[case.images] = case
         self.golden: dict[Path, list[str]] = {}
+        self.chinese: set[Path] = set()
         for manifest in sorted(root.rglob("golden.yaml")):
-            data = yaml.safe_load(manifest.read_text())
+            data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
             coco = json.loads((manifest.parent / data["references"]).read_text())
             refs: dict[int, list[str]] = {}
             for ann in coco["annotations"]:
@@ -70,12 +75,16 @@ class RealisticBackend:
             for n, (path, image_id) in enumerate(files):
                 source = files[(n + 1) % len(files)][1] if wrong else image_id
                 self.golden[path.resolve()] = refs[source]
+                if data.get("tokenize", "ptb") != "ptb":
+                    self.chinese.add(path.resolve())
 
     def generate(self, conversations):
         return [self.answer(c) for c in conversations]
 
     def answer(self, conv) -> str:
         images = tuple(Path(p).resolve() for p in conv.images)
+        if images[0] in self.chinese:
+            return f"图中是{self.golden[images[0]][0]}。这是一幅纯灰色背景上的简单图形。"
         if images[0] in self.golden:
             return f"The image shows {self.golden[images[0]][0]}. It is a simple drawing on a plain background."
         case = self.cases[images]
@@ -85,8 +94,10 @@ class RealisticBackend:
         if turn.refer:
             return self._box(case, turn, rng)
         if "caption" in case.tags:
-            return self._caption(turn)
+            return self._caption(turn, chinese="zh" in case.tags)
         truth = self._truth(case, turn)
+        if "zh" in case.tags:
+            return self._short_zh(truth, rng, counted="count" in case.tags)
         if "dialogue" in case.tags or not instructed:
             return rng.choice((f"It is {truth}.", f"The answer is {truth}.", f"I can see that it is {truth}."))
         return self._short(truth, rng)
@@ -120,10 +131,23 @@ class RealisticBackend:
             styles.append(f"{words[truth]}.")
         return rng.choice(styles)
 
-    def _caption(self, turn) -> str:
+    @staticmethod
+    def _short_zh(truth: str, rng: random.Random, counted: bool) -> str:
+        """Chinese models' short answers: a full stop 。, bold, corner quotes, an 答案： label, reasoning first;
+        counts with a measure word, in Chinese numerals or digits (三个, 3个)."""
+        if counted and truth.isdigit():
+            return rng.choice((f"{ZH_NUMBERS[truth]}个。", f"{truth}个", f"**{ZH_NUMBERS[truth]}个**", f"答案：{truth}"))
+        styles = [f"{truth}。", f"**{truth}**", f"「{truth}」", f"答案：{truth}",
+                  f"<think>\n我仔细看一下这张图片。\n</think>\n\n{truth}。"]  # fmt: skip
+        return rng.choice(styles)
+
+    def _caption(self, turn, chinese: bool = False) -> str:
         words = [str(w) for w in turn.reference]
         if self.wrong:
             words = [_other(w, COLOURS, set(words)) if w in COLOURS else w for w in words]
+        if chinese:
+            pairs = [f"一个{words[i]}的{words[i + 1]}" for i in range(0, len(words), 2)]
+            return f"图中有{'和'.join(pairs)}，背景是纯灰色的。这些形状都很简单。"
         pairs = [f"a {words[i]} {words[i + 1]}" for i in range(0, len(words), 2)]
         return f"The image shows {' and '.join(pairs)} on a plain grey background. The shapes are flat and simple."
 

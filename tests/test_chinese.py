@@ -333,3 +333,38 @@ def test_caption_metrics_equal_cocoevalcap_bit_for_bit(cocoevalcap_scores: dict[
     assert set(cocoevalcap_scores) <= set(ours.corpus)
     for metric, value in cocoevalcap_scores.items():
         assert ours.corpus[metric] == value, metric
+
+
+# --- the bundled Chinese suite on the built-in models ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    not (REPO / "test_cases" / "zh").is_dir() or not (REPO / "golden" / "zh").is_dir(),
+    reason="the bundled Chinese suite is written by python -m pytest_vleval.builtin.make_suite",
+)
+@needs_jieba
+@pytest.mark.parametrize("model", ["tiny", "tiny-v0"])
+def test_chinese_suite_passes_on_tiny_and_fails_on_tiny_v0(model: str, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pytest", "test_cases/zh", "golden/zh", "-p", "no:cacheprovider", "-q",
+               f"--vl-model={model}", "--vl-device=cpu", "--vl-no-cache", f"--vl-json={tmp_path / 'run.json'}"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200", "VLEVAL_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    record = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    golden = {m: v for g in record["golden"] for m, v in g["corpus"].items()}
+    assert record["golden"][0]["tokenizer"] == "jieba"
+    if model == "tiny":
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert len(record["cases"]) >= 50 and all(c["passed"] for c in record["cases"])
+        assert golden["CIDEr"] > 1.0
+    else:
+        assert result.returncode == 1, result.stdout[-3000:]
+        failed = [c for c in record["cases"] if not c["passed"]]
+        assert len(failed) > len(record["cases"]) // 3
+        assert "golden set 'shapes-zh'" in result.stdout

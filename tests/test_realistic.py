@@ -26,6 +26,7 @@ def suite_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     pure-Python tokenizer, and METEOR reported as not run (the floors with Java: the last test here)."""
     shutil.copytree(ROOT / "test_cases", pytester.path / "test_cases")
     shutil.copytree(ROOT / "golden" / "shapes", pytester.path / "golden" / "shapes")
+    shutil.copytree(ROOT / "golden" / "zh", pytester.path / "golden" / "zh")
     pytester.makeconftest(BACKEND.read_text())
     empty = pytester.path / "no-java-bin"
     empty.mkdir()
@@ -36,7 +37,12 @@ def suite_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
 def _cases() -> int:
     import yaml
 
-    return sum(len(yaml.safe_load(p.read_text())["cases"]) for p in (ROOT / "test_cases").glob("test_*.yaml"))
+    files = (ROOT / "test_cases").rglob("test_*.yaml")  # test_cases/zh/ too
+    return sum(len(yaml.safe_load(p.read_text(encoding="utf-8"))["cases"]) for p in files)
+
+
+# Golden metrics gated without Java: CIDEr of golden/shapes (its METEOR is skipped), CIDEr and Bleu_4 of golden/zh.
+GOLDEN_GATES = 3
 
 
 def test_real_answer_styles_pass_the_whole_bundled_suite(suite_project: pytest.Pytester) -> None:
@@ -47,7 +53,7 @@ def test_real_answer_styles_pass_the_whole_bundled_suite(suite_project: pytest.P
     )  # fmt: skip
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0, result.stdout.str()[-3000:]
-    assert outcomes["passed"] == n + 1  # the cases and CIDEr; METEOR is skipped without Java
+    assert outcomes["passed"] == n + GOLDEN_GATES  # the cases and the golden gates; METEOR is skipped without Java
     record = json.loads((suite_project.path / "run.json").read_text())
     turns = [t for c in record["cases"] for t in c["turns"]]
     # The answers really are in real models' styles, and what was scored is stored beside them.
@@ -59,7 +65,12 @@ def test_real_answer_styles_pass_the_whole_bundled_suite(suite_project: pytest.P
     grounding = [t for c in record["cases"] if "grounding" in c["suite"] for t in c["turns"]]
     assert grounding and all(t["prompt"].startswith("Locate every object that matches") for t in grounding)
     others = [t for c in record["cases"] if "grounding" not in c["suite"] for t in c["turns"]]
-    assert all(t["prompt"] != t["question"] or "caption" in t["prompt"] for t in others)
+    assert all(t["prompt"] != t["question"] or "caption" in c["suite"] for c in record["cases"] for t in c["turns"])
+    assert others
+    # Chinese questions went out with the Chinese instruction, and Chinese answers were scored as such.
+    chinese = [t for c in record["cases"] if "/zh/" in c["suite"] and "caption" not in c["suite"] for t in c["turns"]]
+    assert chinese and all(t["prompt"].endswith("请用单个词或短语回答问题。") for t in chinese)
+    assert any(t["answer"].endswith("个。") for t in chinese) and any(t["answer"].startswith("「") for t in chinese)
 
 
 def test_wrong_content_in_real_styles_fails_the_bundled_suite(suite_project: pytest.Pytester) -> None:
@@ -68,7 +79,7 @@ def test_wrong_content_in_real_styles_fails_the_bundled_suite(suite_project: pyt
         "test_cases", "golden", "--vl-model=wrong-qwen3", "--vl-no-cache", "-p", "no:cacheprovider"
     )
     outcomes = result.parseoutcomes()
-    assert outcomes["failed"] == n + 1, result.stdout.str()[-3000:]  # every case, and the CIDEr floor
+    assert outcomes["failed"] == n + GOLDEN_GATES, result.stdout.str()[-3000:]  # every case, and the golden floors
     # Wrong content is a wrong answer, not a format problem.
     assert "format failures" not in result.stdout.str()
 
@@ -118,6 +129,7 @@ def test_golden_floors_with_the_official_tokenizer_and_meteor(pytester: pytest.P
     if shutil.which("java") is None:
         pytest.skip("Java is not installed: METEOR and the PTB tokenizer cannot run")
     shutil.copytree(ROOT / "golden" / "shapes", pytester.path / "golden" / "shapes")
+    shutil.copytree(ROOT / "golden" / "zh", pytester.path / "golden" / "zh")
     pytester.makeconftest(BACKEND.read_text())
     right = pytester.runpytest("golden", "--vl-model=realistic-qwen3", "--vl-no-cache", "-p", "no:cacheprovider")
     right.assert_outcomes(passed=2)

@@ -211,3 +211,39 @@ def test_scenes_do_not_import_torch() -> None:
     code = "import sys, pytest_vleval.builtin.scenes; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("task", scenes.ZH_TASKS)
+@given(seed=st.integers(0, 10**9))
+@settings(max_examples=15, deadline=None)
+def test_chinese_examples_show_the_same_images_in_chinese_words(task: str, seed: int) -> None:
+    from pytest_vleval.builtin.words import EN, ZH
+    from pytest_vleval.scoring.cjk import has_cjk
+
+    en, zh = make_example(task, seed), make_example(task, seed, lang="zh")
+    assert zh.lang == "zh" and len(en.images) == len(zh.images)
+    for a, b in zip(en.images, zh.images, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    (q_en, a_en), (q_zh, a_zh) = en.turns[0], zh.turns[0]
+    assert has_cjk(q_zh)
+    if task == "ocr" or (task == "chart" and a_en.isdigit() and "几" not in q_zh):
+        assert a_zh == a_en  # the text read, a bar's value
+    elif task in ("colour", "shape", "position") or (task == "chart" and not a_en.isdigit()):
+        assert a_zh == ZH.word(a_en) and EN.word(a_en) == a_en
+    else:  # counts carry a measure word, captions are Chinese sentences
+        assert has_cjk(a_zh)
+
+
+def test_chinese_is_offered_only_for_the_chinese_tasks() -> None:
+    with pytest.raises(ValueError, match="not asked in 'zh'"):
+        make_example("grounding", 0, lang="zh")
+
+
+def test_tokenizer_keeps_one_token_per_chinese_character() -> None:
+    from pytest_vleval.builtin.build import build_tokenizer
+    from pytest_vleval.builtin.train_data import corpus
+
+    tokenizer = build_tokenizer(corpus(n_per_task=40), vocab_size=1024)
+    text = "一个红色的菱形在一个绿色的正方形的左边"
+    pieces = [tokenizer.decode([i]) for i in tokenizer.encode(text)]
+    assert pieces == list(text)

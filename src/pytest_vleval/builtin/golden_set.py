@@ -1,5 +1,6 @@
-"""The bundled golden caption set ``golden/shapes``: held-out caption scenes with five references each, as a
-COCO file and a manifest (written by ``python -m pytest_vleval.builtin.make_suite``)."""
+"""The bundled golden caption sets ``golden/shapes`` (English) and ``golden/zh`` (Chinese, jieba tokens):
+held-out caption scenes with five references each, as a COCO file and a manifest (written by
+``python -m pytest_vleval.builtin.make_suite``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Any
 
 import yaml
 
+from pytest_vleval.builtin.render import caption_parts
 from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, Example, Scene, make_example, with_article
+from pytest_vleval.builtin.words import ZH, ZH_CAPTION_PROMPT
 from pytest_vleval.cases.prompts import TASK_PROMPTS
 
 __all__ = [
     "GENERATED",
     "GOLDEN_IMAGES",
     "GOLDEN_THRESHOLDS",
+    "GOLDEN_THRESHOLDS_ZH",
     "golden_examples",
     "golden_references",
     "measure_golden",
@@ -35,6 +39,10 @@ GOLDEN_SEED_BASE = HELD_OUT_SEED_BASE + 500_000  # the suite's cases use seeds f
 # longer sentences real models write. The built-in model's own numbers are gated by its baseline
 # (baselines/tiny.json), not here; `--measure` prints what tiny and tiny-v0 reach.
 GOLDEN_THRESHOLDS = {"CIDEr": 0.2, "METEOR": 0.3}
+# The Chinese set: jieba tokens (AI Challenger's evaluation), so METEOR and SPICE (English-only) are not scored;
+# floors set the same way (realistic Chinese answers pass, captions of the wrong image do not).
+GOLDEN_THRESHOLDS_ZH = {"CIDEr": 0.2, "Bleu_4": 0.1}
+GOLDEN_SEED_BASE_ZH = GOLDEN_SEED_BASE + 250_000
 
 
 def mirror_caption(text: str) -> str | None:
@@ -77,19 +85,39 @@ def golden_references(scene: Scene, canonical: str) -> list[str]:
     ]
 
 
-def golden_examples(n: int = GOLDEN_IMAGES) -> list[Example]:
-    return [make_example("caption", GOLDEN_SEED_BASE + i) for i in range(n)]
+def golden_references_zh(scene: Scene, canonical: str) -> list[str]:
+    """Five differently worded Chinese references, the canonical caption first."""
+    if len(scene.shapes) == 1:
+        shape = scene.shapes[0]
+        name = ZH.name(shape.colour, shape.kind)
+        plain = ZH.colours[shape.colour] + ZH.shapes[shape.kind]
+        return [canonical, f"灰色背景上有一个{name}", f"一个{plain}", f"图中有一个{name}", f"一张有{plain}的图片"]
+    first, rel, second = caption_parts(scene)
+    a, b = ZH.a(first.colour, first.kind), ZH.a(second.colour, second.kind)
+    plain_a = ZH.colours[first.colour] + ZH.shapes[first.kind]
+    plain_b = ZH.colours[second.colour] + ZH.shapes[second.kind]
+    if rel == "above":
+        return [canonical, f"{b}在{a}的下面", f"{a}和{b}", f"上面是{a}，下面是{b}", f"{plain_a}在{plain_b}上方"]
+    other = "右边" if rel == "to the left of" else "左边"
+    return [canonical, f"{b}在{a}的{other}", f"{a}和{b}", f"{a}在{b}旁边", f"{plain_a}在{plain_b}{ZH.relations[rel]}"]
 
 
-def write_golden(root: Path, thresholds: dict[str, float], n: int = GOLDEN_IMAGES) -> list[Example]:
-    """Write `root/golden.yaml`, `root/captions.json` (COCO format, 5 references per image) and the images."""
+def golden_examples(n: int = GOLDEN_IMAGES, lang: str = "en") -> list[Example]:
+    base = GOLDEN_SEED_BASE if lang == "en" else GOLDEN_SEED_BASE_ZH
+    return [make_example("caption", base + i, lang=lang) for i in range(n)]
+
+
+def write_golden(root: Path, thresholds: dict[str, float], n: int = GOLDEN_IMAGES, lang: str = "en") -> list[Example]:
+    """Write `root/golden.yaml`, `root/captions.json` (COCO format, 5 references per image) and the images;
+    ``lang="zh"``: the Chinese set, asked in Chinese and tokenised with jieba."""
     images = root / "images"
     if images.exists():
         shutil.rmtree(images)
     images.mkdir(parents=True)
-    examples = golden_examples(n)
+    examples = golden_examples(n, lang)
+    references = golden_references if lang == "en" else golden_references_zh
     coco: dict[str, Any] = {
-        "info": {"description": "pytest-vleval built-in shapes captions (generated, held-out seeds)"},
+        "info": {"description": f"pytest-vleval built-in shapes captions, {lang} (generated, held-out seeds)"},
         "images": [],
         "annotations": [],
     }
@@ -99,22 +127,25 @@ def write_golden(root: Path, thresholds: dict[str, float], n: int = GOLDEN_IMAGE
         scene.image.save(images / name, optimize=True)
         width, height = scene.image.size
         coco["images"].append({"id": i, "file_name": name, "width": width, "height": height})
-        for ref in golden_references(scene, example.turns[0][1]):
+        for ref in references(scene, example.turns[0][1]):
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i, "caption": ref})
     (root / "captions.json").write_text(json.dumps(coco, indent=1) + "\n")
-    golden = {
-        "name": "shapes",
-        "prompt": CAPTION_PROMPT,
+    golden: dict[str, Any] = {
+        "name": "shapes" if lang == "en" else "shapes-zh",
+        "prompt": CAPTION_PROMPT if lang == "en" else ZH_CAPTION_PROMPT,
         "references": "captions.json",
         "images_dir": "images",
         "max_new_tokens": 64,
         "thresholds": thresholds,
     }
-    (root / "golden.yaml").write_text(GENERATED + yaml.safe_dump(golden, sort_keys=False))
+    if lang == "zh":
+        golden["tokenize"] = "jieba"
+    text = yaml.safe_dump(golden, sort_keys=False, allow_unicode=True)
+    (root / "golden.yaml").write_text(GENERATED + text, encoding="utf-8")
     return examples
 
 
-def measure_golden(model_dir: Path, examples: Sequence[Example], root: Path) -> dict[str, float]:
+def measure_golden(model_dir: Path, examples: Sequence[Example], root: Path, lang: str = "en") -> dict[str, float]:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -128,10 +159,11 @@ def measure_golden(model_dir: Path, examples: Sequence[Example], root: Path) -> 
     refs: dict[int, list[str]] = {}
     for ann in coco["annotations"]:
         refs.setdefault(ann["image_id"], []).append(ann["caption"])
-    asked = [make_example("caption", e.seed) for e in examples]
-    answers = generate_answers(model, processor, [_as_prompt(e, CAPTION_PROMPT) for e in asked])
+    prompt, tokenize = (CAPTION_PROMPT, "ptb") if lang == "en" else (ZH_CAPTION_PROMPT, "jieba")
+    answers = generate_answers(model, processor, [_as_prompt(e, prompt) for e in examples])
     cands = {i: a[0] for i, a in enumerate(answers, start=1)}
-    return caption_scores(refs, cands, metrics=("Bleu_4", "METEOR", "CIDEr"))
+    metrics = ("Bleu_4", "METEOR", "CIDEr") if lang == "en" else ("Bleu_4", "CIDEr")
+    return caption_scores(refs, cands, metrics=metrics, tokenize=tokenize)
 
 
 def _as_prompt(example: Example, question: str) -> Example:

@@ -1,6 +1,7 @@
-"""Write the bundled suite (`test_cases/`) and golden caption set (`golden/shapes/`) from held-out scenes.
+"""Write the bundled suites (`test_cases/`, `test_cases/zh/`) and golden caption sets (`golden/shapes/`,
+`golden/zh/`) from held-out scenes.
 
-    python -m pytest_vleval.builtin.make_suite            # writes test_cases/ and golden/shapes/
+    python -m pytest_vleval.builtin.make_suite            # writes test_cases/ and golden/
     python -m pytest_vleval.builtin.make_suite --measure  # also prints tiny vs tiny-v0 per task
 
 Every case comes from a seed at or above `scenes.HELD_OUT_SEED_BASE`, which training never draws. The
@@ -28,12 +29,15 @@ from pytest_vleval.builtin.golden_set import (
     CAPTION_PROMPT,
     GENERATED,
     GOLDEN_THRESHOLDS,
+    GOLDEN_THRESHOLDS_ZH,
     golden_references,
     measure_golden,
     write_golden,
 )
 from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, NUMBER_WORDS, Example, make_example
+from pytest_vleval.builtin.suite_zh import SUITE_FILES_ZH, ZH_SEED_BASE, zh_case_data
 from pytest_vleval.builtin.train_data import sent_example
+from pytest_vleval.builtin.words import ZH_CAPTION_PROMPT, ZH_TASKS
 
 __all__ = ["SuiteCase", "build_cases", "golden_references", "main", "write_golden", "write_suite"]
 
@@ -50,6 +54,7 @@ CASES_PER_TASK = {
     "dialogue": 6,
     "grounding": 8,
 }
+CASES_PER_TASK.update({f"{task}/zh": 8 for task in ZH_TASKS})
 # Held-out scenes asked per task: the README's unfiltered accuracy is measured on all of them.
 CANDIDATES = {task: 2 * n for task, n in CASES_PER_TASK.items()}
 # File name, description and shared defaults of each task's YAML file.
@@ -116,12 +121,19 @@ SUITE_FILES: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 @dataclass
 class SuiteCase:
-    """One case: the YAML mapping to write (images as paths) and the example it was made from."""
+    """One case: the YAML mapping to write (images as paths) and the example it was made from. `task` is the
+    scene task, with "/zh" for the Chinese suite's."""
 
     task: str
     example: Example
     data: dict[str, Any]
     image_names: list[str] = field(default_factory=list)
+
+    @property
+    def file(self) -> tuple[str, str, dict[str, Any]]:
+        """(file name, description, defaults) of the case's YAML file."""
+        scene_task, _, lang = self.task.partition("/")
+        return SUITE_FILES_ZH[scene_task] if lang == "zh" else SUITE_FILES[scene_task]
 
 
 def _annotators(rng: random.Random, answer: str, variants: Sequence[str], n_variants: int) -> list[str]:
@@ -151,6 +163,9 @@ def build_cases(cases_per_task: dict[str, int] | None = None) -> list[SuiteCase]
     out = []
     for t_index, (task, n) in enumerate(counts.items()):
         for i in range(n):
+            if task.endswith("/zh"):
+                out.append(_zh_case(task, i, ZH_SEED_BASE + t_index * 10_000 + i))
+                continue
             seed = SUITE_SEED_BASE + t_index * 10_000 + i
             example = make_example(task, seed)
             rng = random.Random(f"annotators/{task}/{seed}")
@@ -184,6 +199,19 @@ def build_cases(cases_per_task: dict[str, int] | None = None) -> list[SuiteCase]
     return out
 
 
+def _zh_case(task: str, i: int, seed: int) -> SuiteCase:
+    scene_task = task.split("/")[0]
+    example, data = zh_case_data(scene_task, i, seed)
+    name = f"{scene_task}_zh_{i + 1:03d}.png"
+    return SuiteCase(task, example, {"id": data.pop("id"), "image": f"images/{name}", **data}, [name])
+
+
+def write_suites(cases: Sequence[SuiteCase], root: Path, left_out: dict[str, list[str]]) -> None:
+    """The English suite in `root`, the Chinese one in `root/zh`."""
+    write_suite([c for c in cases if "/" not in c.task], root, left_out)
+    write_suite([c for c in cases if c.task.endswith("/zh")], root / "zh", left_out)
+
+
 def write_suite(cases: Sequence[SuiteCase], root: Path, left_out: dict[str, list[str]] | None = None) -> None:
     """Write `root/test_<task>.yaml` files and `root/images/*.png`, replacing what was there."""
     images = root / "images"
@@ -198,7 +226,7 @@ def write_suite(cases: Sequence[SuiteCase], root: Path, left_out: dict[str, list
         for scene, name in zip(case.example.scenes, case.image_names, strict=True):
             scene.image.save(images / name, optimize=True)
     for task, task_cases in by_task.items():
-        filename, description, defaults = SUITE_FILES[task]
+        filename, description, defaults = task_cases[0].file
         dropped = (left_out or {}).get(task)
         if dropped:
             description += (
@@ -207,7 +235,7 @@ def write_suite(cases: Sequence[SuiteCase], root: Path, left_out: dict[str, list
             )
         doc = {"description": description, "defaults": defaults, "cases": [c.data for c in task_cases]}
         text = yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
-        (root / filename).write_text(GENERATED + text)
+        (root / filename).write_text(GENERATED + text, encoding="utf-8")
 
 
 def _sent(case: SuiteCase) -> Example:
@@ -215,6 +243,8 @@ def _sent(case: SuiteCase) -> Example:
     sent = sent_example(case.example)
     if case.task == "caption":
         sent = dataclasses.replace(sent, turns=((CAPTION_PROMPT, sent.turns[0][1]),))
+    elif case.task == "caption/zh":
+        sent = dataclasses.replace(sent, turns=((ZH_CAPTION_PROMPT, sent.turns[0][1]),))
     return sent
 
 
@@ -235,7 +265,7 @@ def measure(model_dir: Path, cases: Sequence[SuiteCase]) -> dict[str, tuple[bool
     results = {}
     for case, case_answers in zip(cases, answers, strict=True):
         sizes = tuple(im.size for im in case.example.images)
-        _, _, defaults = SUITE_FILES[case.task]
+        _, _, defaults = case.file
         raw_turns = case.data.get("turns") or [case.data]
         ok = True
         for raw, answer in zip(raw_turns, case_answers, strict=True):
@@ -271,8 +301,8 @@ def select(cases: Sequence[SuiteCase], results: dict[str, tuple[bool, list[str]]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=Path, default=Path("test_cases"), help="Suite folder (default: test_cases).")
-    parser.add_argument("--golden", type=Path, default=Path("golden/shapes"),
-                        help="Golden caption set folder (default: golden/shapes).")  # fmt: skip
+    parser.add_argument("--golden", type=Path, default=Path("golden"),
+                        help="Folder of the golden caption sets shapes/ and zh/ (default: golden).")  # fmt: skip
     parser.add_argument("--measure", action="store_true", help="Print tiny vs tiny-v0 accuracy per task.")
     args = parser.parse_args(argv)
     from pytest_vleval.builtin import BUILTIN_MODELS
@@ -280,31 +310,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     candidates = build_cases()
     tiny = measure(BUILTIN_MODELS["tiny"], candidates)
     cases, left_out = select(candidates, tiny)
-    write_suite(cases, args.cases, left_out)
-    args.golden.mkdir(parents=True, exist_ok=True)
-    golden = write_golden(args.golden, GOLDEN_THRESHOLDS)
-    print(f"wrote {len(cases)} cases to {args.cases}/ and {len(golden)} golden images to {args.golden}/")
+    write_suites(cases, args.cases, left_out)
+    golden = {}
+    for lang, folder, thresholds in (("en", "shapes", GOLDEN_THRESHOLDS), ("zh", "zh", GOLDEN_THRESHOLDS_ZH)):
+        (args.golden / folder).mkdir(parents=True, exist_ok=True)
+        golden[lang] = write_golden(args.golden / folder, thresholds, lang=lang)
+    print(f"wrote {len(cases)} cases to {args.cases}/ and the golden sets to {args.golden}/")
     print(f"left out (tiny answers them wrongly): {left_out}")
     if args.measure:
-        table = {}
-        for name, model_dir in BUILTIN_MODELS.items():
-            results = tiny if name == "tiny" else measure(model_dir, candidates)
-            table[name] = (_per_task(candidates, results), _per_task(cases, results))
-            failing = [
-                (c.data["id"], " | ".join(results[c.data["id"]][1])) for c in cases if not results[c.data["id"]][0]
-            ]
-            print(f"{name}: {len(cases) - len(failing)}/{len(cases)} suite cases pass; failing: {failing}")
-            print(f"{name} golden: {measure_golden(model_dir, golden, args.golden)}")
-        names = list(table)
-        print("| task | candidates | " + " | ".join(f"{n} (all)" for n in names) + " | suite cases | "
-              + " | ".join(f"{n} (suite)" for n in names) + " |")  # fmt: skip
-        for task in CASES_PER_TASK:
-            n_suite = sum(c.task == task for c in cases)
-            print(
-                f"| {task} | {CANDIDATES[task]} | " + " | ".join(f"{table[n][0][task]:.2f}" for n in names)
-                + f" | {n_suite} | " + " | ".join(f"{table[n][1].get(task, 0):.2f}" for n in names) + " |"
-            )  # fmt: skip
+        _print_measurements(BUILTIN_MODELS, candidates, cases, tiny, golden, args.golden)
     return 0
+
+
+def _print_measurements(
+    models: dict[str, Path],
+    candidates: list[SuiteCase],
+    cases: list[SuiteCase],
+    tiny: dict[str, tuple[bool, list[str]]],
+    golden: dict[str, list[Example]],
+    golden_root: Path,
+) -> None:
+    table = {}
+    for name, model_dir in models.items():
+        results = tiny if name == "tiny" else measure(model_dir, candidates)
+        table[name] = (_per_task(candidates, results), _per_task(cases, results))
+        failing = [(c.data["id"], " | ".join(results[c.data["id"]][1])) for c in cases if not results[c.data["id"]][0]]
+        print(f"{name}: {len(cases) - len(failing)}/{len(cases)} suite cases pass; failing: {failing}")
+        print(f"{name} golden shapes: {measure_golden(model_dir, golden['en'], golden_root / 'shapes')}")
+        print(f"{name} golden zh: {measure_golden(model_dir, golden['zh'], golden_root / 'zh', lang='zh')}")
+    names = list(table)
+    print("| task | candidates | " + " | ".join(f"{n} (all)" for n in names) + " | suite cases | "
+          + " | ".join(f"{n} (suite)" for n in names) + " |")  # fmt: skip
+    for task in CASES_PER_TASK:
+        n_suite = sum(c.task == task for c in cases)
+        print(
+            f"| {task} | {CANDIDATES[task]} | " + " | ".join(f"{table[n][0][task]:.2f}" for n in names)
+            + f" | {n_suite} | " + " | ".join(f"{table[n][1].get(task, 0):.2f}" for n in names) + " |"
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

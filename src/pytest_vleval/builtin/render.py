@@ -236,14 +236,21 @@ def with_article(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
-def caption(scene: Scene, words: Words = EN) -> str:
-    """The canonical caption: 'a red circle', or 'a red circle to the left of a blue square'
-    (in Chinese: '一个红色的圆形', '一个红色的圆形在一个蓝色的正方形的左边')."""
-    if len(scene.shapes) == 1:
-        return words.a(scene.shapes[0].colour, scene.shapes[0].kind)
+def caption_parts(scene: Scene) -> tuple[Shape, str, Shape]:
+    """The two shapes a caption names, in the order it names them, and the relation between them ("to the left
+    of", "to the right of" or "above")."""
     first, second = sorted(scene.shapes[:2], key=lambda s: s.center[0] + 0.001 * s.center[1])
     rel = _relation(first, second)
     if rel in ("above", "below"):
         first, second = sorted(scene.shapes[:2], key=lambda s: s.center[1])
         rel = "above"
+    return first, rel, second
+
+
+def caption(scene: Scene, words: Words = EN) -> str:
+    """The canonical caption: 'a red circle', or 'a red circle to the left of a blue square'
+    (in Chinese: '一个红色的圆形', '一个红色的圆形在一个蓝色的正方形的左边')."""
+    if len(scene.shapes) == 1:
+        return words.a(scene.shapes[0].colour, scene.shapes[0].kind)
+    first, rel, second = caption_parts(scene)
     return words.relation(words.a(first.colour, first.kind), rel, words.a(second.colour, second.kind))
