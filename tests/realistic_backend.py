@@ -136,7 +136,9 @@ class RealisticBackend:
         """Chinese models' short answers: a full stop 。, bold, corner quotes, an 答案： label, reasoning first;
         counts with a measure word, in Chinese numerals or digits (三个, 3个)."""
         if counted and truth.isdigit():
-            return rng.choice((f"{ZH_NUMBERS[truth]}个。", f"{truth}个", f"**{ZH_NUMBERS[truth]}个**", f"答案：{truth}"))
+            return rng.choice(
+                (f"{ZH_NUMBERS[truth]}个。", f"{truth}个", f"**{ZH_NUMBERS[truth]}个**", f"答案：{truth}")
+            )
         styles = [f"{truth}。", f"**{truth}**", f"「{truth}」", f"答案：{truth}",
                   f"<think>\n我仔细看一下这张图片。\n</think>\n\n{truth}。"]  # fmt: skip
         return rng.choice(styles)

@@ -28,7 +28,13 @@ needs_jieba = pytest.mark.skipif(importlib.util.find_spec("jieba") is None, reas
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("ＲＥＤ", "RED"), ("３个", "3个"), ("红色！", "红色!"), ("（左边）", "(左边)"), ("ｂｌｕｅ　ｓｑｕａｒｅ", "blue square")],
+    [
+        ("ＲＥＤ", "RED"),
+        ("３个", "3个"),
+        ("红色！", "红色!"),
+        ("（左边）", "(左边)"),
+        ("ｂｌｕｅ　ｓｑｕａｒｅ", "blue square"),
+    ],
 )
 def test_nfkc_makes_full_width_forms_ascii(text: str, expected: str) -> None:
     assert cjk.nfkc(text) == expected
@@ -36,7 +42,14 @@ def test_nfkc_makes_full_width_forms_ascii(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("红色。", "红色."), ("红、绿", "红,绿"), ("“红色”", '"红色"'), ("《图》", "<图>"), ("【注】", "[注]"), ("好，", "好,")],
+    [
+        ("红色。", "红色."),
+        ("红、绿", "红,绿"),
+        ("“红色”", '"红色"'),
+        ("《图》", "<图>"),
+        ("【注】", "[注]"),
+        ("好，", "好,"),
+    ],
 )
 def test_chinese_punctuation_reads_as_ascii(text: str, expected: str) -> None:
     assert cjk.to_ascii_punctuation(text) == expected
@@ -168,7 +181,11 @@ def test_chinese_question_gets_the_chinese_instruction() -> None:
 
 REFS_ZH = {
     "1": ["一个红色的圆形", "图中有一个红色的圆形。", "红色圆形"],
-    "2": ["一个蓝色的正方形在一个绿色的三角形的左边", "蓝色正方形在绿色三角形左边", "左边是蓝色的正方形，右边是绿色的三角形"],
+    "2": [
+        "一个蓝色的正方形在一个绿色的三角形的左边",
+        "蓝色正方形在绿色三角形左边",
+        "左边是蓝色的正方形，右边是绿色的三角形",
+    ],
     "3": ["一个黄色的菱形", "黄色的菱形", "图中是一个黄色菱形。"],
 }
 CANDS_ZH = {"1": "一个红色的圆形。", "2": "一个蓝色的正方形在一个绿色的圆形的左边", "3": "一个紫色的菱形"}
@@ -196,7 +213,9 @@ def test_char_tokens() -> None:
 
 @needs_jieba
 def test_jieba_tokens() -> None:
-    assert jieba_tokenize("一个红色的圆形在一个绿色的正方形的左边。") == "一个 红色 的 圆形 在 一个 绿色 的 正方形 的 左边"
+    assert (
+        jieba_tokenize("一个红色的圆形在一个绿色的正方形的左边。") == "一个 红色 的 圆形 在 一个 绿色 的 正方形 的 左边"
+    )
 
 
 @pytest.mark.parametrize("tokenize", ["char", pytest.param("jieba", marks=needs_jieba)])

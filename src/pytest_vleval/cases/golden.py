@@ -52,6 +52,8 @@ MANIFEST_KEYS: tuple[str, ...] = (
 class GoldenSetWarning(pytest.PytestWarning):
     """A golden set that loads but would be scored in a way its author probably did not mean (Chinese references
     tokenised by PTBTokenizer)."""
+
+
 _REQUIRED_KEYS = ("prompt", "references")
 
 
