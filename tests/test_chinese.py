@@ -387,3 +387,14 @@ def test_chinese_suite_passes_on_tiny_and_fails_on_tiny_v0(model: str, tmp_path:
         failed = [c for c in record["cases"] if not c["passed"]]
         assert len(failed) > len(record["cases"]) // 3
         assert "golden set 'shapes-zh'" in result.stdout
+
+
+def test_a_right_chinese_answer_in_a_sentence_is_a_format_issue() -> None:
+    from pytest_vleval.cases.fields import Turn
+    from pytest_vleval.scoring.base import ScoreContext
+    from pytest_vleval.scoring.diagnosis import format_issue
+
+    turn = Turn("图中的形状是什么颜色？", "vqa_accuracy", tuple(ANNOTATORS_ZH), "answers", 0.9, options={"mode": "zh"})
+    issue = format_issue(turn, "图中的形状是红色的。", ScoreContext())
+    assert issue is not None and "'红色' appears in a longer answer" in issue
+    assert format_issue(turn, "图中的形状是蓝色的。", ScoreContext()) is None

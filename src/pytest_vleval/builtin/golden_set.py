@@ -129,7 +129,7 @@ def write_golden(root: Path, thresholds: dict[str, float], n: int = GOLDEN_IMAGE
         coco["images"].append({"id": i, "file_name": name, "width": width, "height": height})
         for ref in references(scene, example.turns[0][1]):
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i, "caption": ref})
-    (root / "captions.json").write_text(json.dumps(coco, indent=1) + "\n")
+    (root / "captions.json").write_text(json.dumps(coco, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     golden: dict[str, Any] = {
         "name": "shapes" if lang == "en" else "shapes-zh",
         "prompt": CAPTION_PROMPT if lang == "en" else ZH_CAPTION_PROMPT,
@@ -155,7 +155,7 @@ def measure_golden(model_dir: Path, examples: Sequence[Example], root: Path, lan
     torch.set_num_threads(2)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    coco = json.loads((root / "captions.json").read_text())
+    coco = json.loads((root / "captions.json").read_text(encoding="utf-8"))
     refs: dict[int, list[str]] = {}
     for ann in coco["annotations"]:
         refs.setdefault(ann["image_id"], []).append(ann["caption"])

@@ -126,7 +126,7 @@ def _caption(rng: random.Random, size: int, w: Words) -> _Made:
         scene = random_shapes(rng, size, [(k1, c1, r1), (k2, c2, r2)])
     # Drawn after the scene, so the choice of wording never changes an image. The bundled suite and golden set
     # ask with lmms-eval's COCO caption prompt (cases/prompts.py), drawn most often here.
-    asked = TASK_PROMPTS["caption"].question if w is EN else ZH_CAPTION_PROMPT
+    asked = str(TASK_PROMPTS["caption"].question) if w is EN else ZH_CAPTION_PROMPT
     q = _pick(rng, (asked, asked, *w.questions["caption"]))
     return _Made((scene,), ((q, caption(scene, w)),))
 
