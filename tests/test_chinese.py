@@ -386,7 +386,7 @@ def test_chinese_suite_passes_on_tiny_and_fails_on_tiny_v0(model: str, tmp_path:
         assert result.returncode == 1, result.stdout[-3000:]
         failed = [c for c in record["cases"] if not c["passed"]]
         assert len(failed) > len(record["cases"]) // 3
-        assert "golden set 'shapes-zh'" in result.stdout
+        assert any("test_count.yaml" in c["suite"] for c in failed)  # 三个 read as 3 and found wrong, not unparsable
 
 
 def test_a_right_chinese_answer_in_a_sentence_is_a_format_issue() -> None:

@@ -124,15 +124,21 @@ def test_without_format_instructions_real_answers_are_format_failures(suite_proj
 
 
 def test_golden_floors_with_the_official_tokenizer_and_meteor(pytester: pytest.Pytester) -> None:
-    """With Java: PTBTokenizer and METEOR as COCOEvalCap runs them. Two-sentence captions naming the shapes pass
-    both floors; captions of another image fail both."""
+    """With Java: PTBTokenizer and METEOR as COCOEvalCap runs them (and jieba for golden/zh). Two-sentence captions
+    naming the shapes pass every floor; captions of another image fail every one."""
     if shutil.which("java") is None:
         pytest.skip("Java is not installed: METEOR and the PTB tokenizer cannot run")
     shutil.copytree(ROOT / "golden" / "shapes", pytester.path / "golden" / "shapes")
     shutil.copytree(ROOT / "golden" / "zh", pytester.path / "golden" / "zh")
     pytester.makeconftest(BACKEND.read_text())
     right = pytester.runpytest("golden", "--vl-model=realistic-qwen3", "--vl-no-cache", "-p", "no:cacheprovider")
-    right.assert_outcomes(passed=2)
-    right.stdout.fnmatch_lines(["golden shapes on realistic-qwen3: *METEOR 0.4*CIDEr 0.4*"])
+    right.assert_outcomes(passed=4)  # shapes: CIDEr, METEOR; zh (jieba tokens): CIDEr, Bleu_4
+    right.stdout.fnmatch_lines(
+        [
+            "golden shapes on realistic-qwen3: *METEOR 0.4*CIDEr 0.4*",
+            "golden shapes-zh on realistic-qwen3: *Bleu_4 0.4*CIDEr 0.4*",
+            "*METEOR not run: METEOR matches English words*not scored for a set tokenized with jieba*",
+        ]
+    )
     wrong = pytester.runpytest("golden", "--vl-model=wrong-qwen3", "--vl-no-cache", "-p", "no:cacheprovider")
-    wrong.assert_outcomes(failed=2)
+    wrong.assert_outcomes(failed=4)

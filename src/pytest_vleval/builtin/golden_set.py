@@ -39,9 +39,10 @@ GOLDEN_SEED_BASE = HELD_OUT_SEED_BASE + 500_000  # the suite's cases use seeds f
 # longer sentences real models write. The built-in model's own numbers are gated by its baseline
 # (baselines/tiny.json), not here; `--measure` prints what tiny and tiny-v0 reach.
 GOLDEN_THRESHOLDS = {"CIDEr": 0.2, "METEOR": 0.3}
-# The Chinese set: jieba tokens (AI Challenger's evaluation), so METEOR and SPICE (English-only) are not scored;
-# floors set the same way (realistic Chinese answers pass, captions of the wrong image do not).
-GOLDEN_THRESHOLDS_ZH = {"CIDEr": 0.2, "Bleu_4": 0.1}
+# The Chinese set: jieba tokens (AI Challenger's evaluation), so METEOR and SPICE (English-only) are not scored.
+# Floors set the same way: a two-sentence Chinese caption naming the shapes reaches CIDEr 0.45 and BLEU-4 0.43
+# (tests/realistic_backend.py), captions of the wrong image 0.09 and 0.13.
+GOLDEN_THRESHOLDS_ZH = {"CIDEr": 0.2, "Bleu_4": 0.25}
 GOLDEN_SEED_BASE_ZH = GOLDEN_SEED_BASE + 250_000
 
 
