@@ -1,12 +1,16 @@
 """Train the built-in tiny Qwen3-VL on procedural scenes, on the CPU.
 
-    python -m pytest_vleval.builtin.train --out src/pytest_vleval/builtin/tiny --steps 3600 --eval 40 \
+    python -m pytest_vleval.builtin.train --out src/pytest_vleval/builtin/tiny --steps 4800 --eval 40 \
         --v0-out src/pytest_vleval/builtin/tiny-v0 --v0-steps 500
 
 reproduces the shipped weights (the time it took is in each checkpoint's training.json and the README):
 `tiny` after `--steps`, and `tiny-v0` (the "regressed version") as the same run's snapshot after `--v0-steps`.
 Training examples come from `pytest_vleval.builtin.scenes` with seeds below `HELD_OUT_SEED_BASE`; the evaluation at the
 end and the bundled suite use seeds above it.
+
+The model is bilingual: the tasks in `words.ZH_TASKS` are asked in Chinese in `train_data.ZH_SHARE` of their
+examples (Chinese questions with the Chinese format instruction, Chinese answers and captions), and the tokenizer
+keeps one token per Chinese character (`train_data.tokenizer_texts`).
 
 The prompts are exactly the plugin's (docs/CONTRACTS.md): images first, then the question, in the first
 user turn; later turns as assistant/user messages; the Qwen3-VL chat template with a generation prompt.

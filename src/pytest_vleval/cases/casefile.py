@@ -39,8 +39,8 @@ TURN_SETTINGS = ("scorer", "threshold", "options", "answer", *PROMPT_KEYS)
 SHARED_KEYS = frozenset(
     {*TURN_SETTINGS, "max_new_tokens", "tags", "skip", "xfail", "system", "fixtures", "min_pixels", "max_pixels"}
 )
-CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "refer", "turns", *REFERENCE_KEYS}
-TURN_KEYS = frozenset({"question", "refer", *TURN_SETTINGS, *REFERENCE_KEYS})
+CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "refer", "choices", "turns", *REFERENCE_KEYS}
+TURN_KEYS = frozenset({"question", "refer", "choices", *TURN_SETTINGS, *REFERENCE_KEYS})
 TOP_KEYS = frozenset({"defaults", "cases", "description", "source"})
 
 
@@ -242,7 +242,7 @@ def _pixels(settings: Mapping[str, Any], where: Where) -> tuple[int | None, int 
 def _turns(raw: Mapping[str, Any], settings: Mapping[str, Any], where: Where) -> tuple[Turn, ...]:
     if "turns" not in raw:
         return (parse_turn(raw, settings, where),)
-    for key in ("question", "refer", *REFERENCE_KEYS):
+    for key in ("question", "refer", "choices", *REFERENCE_KEYS):
         if key in raw:
             raise where.error(key, "a case with turns puts its questions and answers inside the turns")
     raw_turns = raw["turns"]

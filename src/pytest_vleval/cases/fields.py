@@ -13,6 +13,7 @@ from pytest_vleval.cases.checks import YAML_BOOLEAN_HINT, closest
 from pytest_vleval.cases.images import ImageProblem, LargeImageWarning, check_image
 from pytest_vleval.cases.prompts import QUESTION_SLOT, TASK_PROMPTS, PromptSpec
 from pytest_vleval.scoring.base import Scorer
+from pytest_vleval.scoring.choice import parse_choices, render_options
 from pytest_vleval.scoring.extract import validate_steps
 from pytest_vleval.scoring.registry import SCORERS, get_scorer, validate_reference
 from pytest_vleval.scoring.vqa import best_vqa_accuracy
@@ -50,10 +51,13 @@ class Turn:
     prompt: PromptSpec = field(default_factory=PromptSpec)  # the task's instruction around the question
     refer: bool = False  # `question` is a referring expression: the family words the grounding prompt
     answer_steps: tuple[str, ...] | None = None  # the case's `answer:` pipeline; None: the scorer's default
+    choices: tuple[tuple[str, str], ...] = ()  # multiple choice: (letter, option), rendered under the question
 
     def sent(self, refer_prompt: Callable[[str], str]) -> str:
         """The text the model is sent; `refer_prompt` is the model family's grounding wording."""
-        return refer_prompt(self.question) if self.refer else self.prompt.render(self.question)
+        if self.refer:
+            return refer_prompt(self.question)
+        return self.prompt.render(self.question + render_options(self.choices))
 
     @property
     def shown_question(self) -> str:
@@ -206,6 +210,7 @@ def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Wher
         validate_reference(scorer.name, reference, options)
     except ValueError as exc:
         raise where.error(prefix + ("options" if options else key), str(exc)) from None
+    choices = _choices(data, scorer, reference, where, prefix)
     return Turn(
         question=question,
         scorer=scorer.name,
@@ -216,7 +221,30 @@ def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Wher
         prompt=spec,
         refer=refer,
         answer_steps=steps,
+        choices=choices,
     )
+
+
+def _choices(
+    data: Mapping[str, Any], scorer: Scorer, reference: tuple[Any, ...], where: Where, prefix: str
+) -> tuple[tuple[str, str], ...]:
+    """A multiple-choice turn's options; scorer 'choice' needs them and one expected letter among them."""
+    if "choices" not in data:
+        if scorer.name == "choice":
+            raise where.error(
+                prefix + "choices", "missing: scorer 'choice' needs the options (a list, or letter: text)"
+            )
+        return ()
+    try:
+        choices = parse_choices(data["choices"])
+    except ValueError as exc:
+        raise where.error(prefix + "choices", str(exc)) from None
+    letters = [letter for letter, _ in choices]
+    if scorer.name == "choice" and (len(reference) != 1 or str(reference[0]) not in letters):
+        raise where.error(
+            prefix + "expected", f"expected one option letter of {', '.join(letters)}, got {list(reference)!r}"
+        )
+    return choices
 
 
 def _scorer(settings: Mapping[str, Any], where: Where, prefix: str) -> Scorer:

@@ -83,6 +83,11 @@ TASK_PROMPTS: dict[str, TaskPrompt] = {
         question="Provide a one-sentence caption for the provided image.",
         source="lmms-eval tasks/coco_cap (COCO Caption) prompt",
     ),
+    "choice": TaskPrompt(
+        post="\nAnswer with the option's letter from the given choices directly.",
+        source="LLaVA-1.5 MMBench evaluation (model_vqa_mmbench.py); VLMEvalKit's multiple-choice prompt",
+        post_zh="\n请直接回答选项字母。",
+    ),
     "grounding": TaskPrompt(source="the model family's own grounding prompt (refer:), see docs/families.md"),
 }
 

@@ -25,6 +25,7 @@ class ScoreContext:
     box_convention: str | None = None  # how the model writes boxes; None means "qwen3"
     resized_sizes: tuple[tuple[int, int], ...] = ()  # model-input (width, height), for Qwen2.5-VL pixels
     refer: str | None = None  # the referring expression asked for (picks the best-labelled of several boxes)
+    choices: tuple[tuple[str, str], ...] = ()  # a multiple-choice turn's (letter, option text) pairs
 
 
 ScorerFunc = Callable[[str, tuple[Any, ...], Mapping[str, Any], ScoreContext], ScoreResult]

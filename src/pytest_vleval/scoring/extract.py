@@ -118,6 +118,7 @@ DEFAULT_STEPS: dict[str, tuple[str, ...]] = {
     # matches ("WOOD LUMBER CO." is an answer), never add one; only reasoning, which may quote wrong readings, goes.
     "ocrbench": ("thinking",),
     "iou": ("thinking",),  # the box parser reads fences and JSON itself
+    "choice": ("thinking", "fences"),  # the letter is read by VLMEvalKit's rules, which see through the rest
 }
 
 

@@ -97,6 +97,7 @@ def turn_context(
         box_convention=box_convention,
         resized_sizes=resized_sizes,
         refer=turn.question if turn.refer else None,
+        choices=turn.choices,
     )
 
 
@@ -133,7 +134,7 @@ def evaluate(
     )
     sizes: tuple[tuple[int, int], ...] | None = None
     for n, (turn, answer) in enumerate(zip(case.turns, prediction.answers, strict=False)):
-        context = ScoreContext()
+        context = ScoreContext(choices=turn.choices)
         if turn.scorer == "iou":
             sizes = sizes if sizes is not None else _image_sizes(case)
             context = turn_context(turn, sizes, box_convention=box_convention, resized_sizes=resized_sizes)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pytest_vleval.scoring.base import ScoreContext, Scorer, ScoreResult, ScorerFunc
 from pytest_vleval.scoring.boxes import BOX_CONVENTIONS, score_iou
+from pytest_vleval.scoring.choice import score_choice
 from pytest_vleval.scoring.numbers import score_numeric, score_relaxed
 from pytest_vleval.scoring.ocrbench import score_ocrbench
 from pytest_vleval.scoring.text import compile_regex, score_anls, score_contains, score_exact, score_regex
@@ -108,6 +109,14 @@ SCORERS: dict[str, Scorer] = {
             "OCRBench's official rule: any answer is a substring of the answer, both lower-cased and stripped "
             "(hme: true, for HME100k rows: both with every space removed, case kept). 0/1.",
             options=("hme",),
+        ),
+        _scorer(
+            "choice",
+            score_choice,
+            "expected",
+            "Multiple choice (MMBench): the option letter read from the answer with VLMEvalKit's rules (one "
+            "letter standing as a word, else one option's text), equal to the expected letter; the case's "
+            "`choices` are rendered under the question. 0/1.",
         ),
         _scorer(
             "iou",
