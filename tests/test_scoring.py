@@ -46,6 +46,7 @@ def test_registry_entries_are_consistent():
         "relaxed_accuracy",
         "iou",
         "ocrbench",
+        "choice",
     }
     for name, scorer in SCORERS.items():
         assert scorer.name == name
@@ -586,6 +587,7 @@ REFERENCES = {
     "numeric": ["12.5", "dog"],
     "relaxed_accuracy": ["12.5%", "dog", "0"],
     "iou": [64.0, 96.0, 320.0, 288.0],
+    "choice": ["B"],
 }
 
 
@@ -596,7 +598,12 @@ def test_every_scorer_has_property_references():
 @PROPERTY
 @given(st.sampled_from(sorted(SCORERS)), TEXTS, st.sampled_from(sorted(BOX_CONVENTIONS)))
 def test_no_text_crashes_a_scorer_and_scores_stay_in_range(name, prediction, convention):
-    context = ScoreContext(image_sizes=IMAGE, box_convention=convention, resized_sizes=((644, 476),))
+    context = ScoreContext(
+        image_sizes=IMAGE,
+        box_convention=convention,
+        resized_sizes=((644, 476),),
+        choices=(("A", "red"), ("B", "two dogs"), ("C", "一个红色的圆形")),
+    )
     result = score(name, prediction, REFERENCES[name], context=context)
     assert isinstance(result, ScoreResult)
     assert SCORERS[name].low <= result.score <= SCORERS[name].high
