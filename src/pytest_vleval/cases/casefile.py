@@ -24,6 +24,7 @@ from pytest_vleval.cases.fields import (
     names,
     parse_turn,
     reason,
+    rotations,
     text,
 )
 from pytest_vleval.cases.images import resolved_roots
@@ -37,7 +38,18 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # Keys a turn takes from its case (and the case from `defaults`) unless it sets its own.
 TURN_SETTINGS = ("scorer", "threshold", "options", "answer", *PROMPT_KEYS)
 SHARED_KEYS = frozenset(
-    {*TURN_SETTINGS, "max_new_tokens", "tags", "skip", "xfail", "system", "fixtures", "min_pixels", "max_pixels"}
+    {
+        *TURN_SETTINGS,
+        "max_new_tokens",
+        "tags",
+        "skip",
+        "xfail",
+        "system",
+        "fixtures",
+        "min_pixels",
+        "max_pixels",
+        "circular",
+    }
 )
 CASE_KEYS = SHARED_KEYS | {"id", "image", "images", "question", "refer", "choices", "turns", *REFERENCE_KEYS}
 TURN_KEYS = frozenset({"question", "refer", "choices", *TURN_SETTINGS, *REFERENCE_KEYS})
@@ -58,6 +70,7 @@ class Case:
     xfail: str | None = None
     system: str | None = None
     min_pixels: int | None = None  # image resolution limits for this case (None: the run's, else the model's)
+    circular: bool = False  # CircularEval: each turn is one rotation of the options, asked without the others
     max_pixels: int | None = None
 
     @property
@@ -204,12 +217,18 @@ def _case(
         raise where.error("max_new_tokens", f"expected a positive integer, got {max_new!r}")
     system = settings.get("system")
     min_pixels, max_pixels = _pixels(settings, where)
+    turns = _turns(raw, settings, where)
+    circular = settings.get("circular", False)
+    if not isinstance(circular, bool):
+        raise where.error("circular", f"expected true or false, got {circular!r}")
+    if circular:
+        turns = rotations(turns, where)
     return Case(
         id=case_id,
         path=path,
         line=line or 1,
         images=image_paths(raw, path.parent, where, roots, lazy=lazy_images),
-        turns=_turns(raw, settings, where),
+        turns=turns,
         max_new_tokens=max_new,
         # A case's tags and fixtures add to the defaults' (as a test's marks add to its class's); other keys replace.
         tags=_merged(defaults, raw, "tags", where, "identifiers (they become pytest marks)"),
@@ -219,6 +238,7 @@ def _case(
         system=text(system, where, "system") if system is not None else None,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
+        circular=circular,
     )
 
 

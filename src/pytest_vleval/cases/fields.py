@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "names",
     "parse_turn",
     "reason",
+    "rotations",
     "text",
 ]
 
@@ -223,6 +224,24 @@ def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Wher
         answer_steps=steps,
         choices=choices,
     )
+
+
+def rotations(turns: tuple[Turn, ...], where: Where) -> tuple[Turn, ...]:
+    """CircularEval (MMBench): one turn per rotation of a multiple-choice question's options, each with its own
+    expected letter (the right option's text moves, its letter follows)."""
+    if len(turns) != 1 or turns[0].scorer != "choice":
+        raise where.error(
+            "circular", "CircularEval rotates the options of one multiple-choice question (scorer: choice)"
+        )
+    turn = turns[0]
+    letters = [letter for letter, _ in turn.choices]
+    texts = [text for _, text in turn.choices]
+    right = letters.index(str(turn.reference[0]))
+    out = []
+    for shift in range(len(letters)):
+        rotated = tuple(zip(letters, texts[shift:] + texts[:shift], strict=True))
+        out.append(replace(turn, choices=rotated, reference=(letters[(right - shift) % len(letters)],)))
+    return tuple(out)
 
 
 def _choices(

@@ -32,13 +32,15 @@ class Asking:
         return low, high
 
     def conversation(self, case: Case, turn: int, answers: list[str], max_new_tokens: int) -> Conversation:
-        """Turn `turn` of `case`, after the model's own answers to the turns before it."""
+        """Turn `turn` of `case`, after the model's own answers to the turns before it (a CircularEval case's
+        turns are rotations of one question, each asked on its own)."""
         questions = self.questions(case)
         low, high = self.pixels(case)
+        earlier = 0 if case.circular else turn
         return Conversation(
             images=case.images,
             question=questions[turn],
-            history=tuple((questions[i], answers[i]) for i in range(turn)),
+            history=tuple((questions[i], answers[i]) for i in range(earlier)),
             system=case.system,
             max_new_tokens=max_new_tokens,
             min_pixels=low,
