@@ -169,11 +169,18 @@ def test_circular_eval_asks_every_rotation_alone(mmbench_project: pytest.Pyteste
     """A model that knows the answer passes every rotation; one that always says "A" passes the first rotation
     only, and CircularEval fails it."""
     (mmbench_project.path / "test_mmbench.yaml").write_text(CIRCULAR, encoding="utf-8")
-    result = mmbench_project.runpytest("--vl-model=echo", "--vl-no-cache", "--vl-json=run.json", "-p", "no:cacheprovider")
+    result = mmbench_project.runpytest(
+        "--vl-model=echo", "--vl-no-cache", "--vl-json=run.json", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=1, failed=1)
     record = json.loads((mmbench_project.path / "run.json").read_text(encoding="utf-8"))
     turns = {c["case_id"]: c["turns"] for c in record["cases"]}
-    assert [t["expected"] for t in turns["knows-it"]] == ["'A'", "'D'", "'C'", "'B'"]  # red moves down, its letter follows
+    assert [t["expected"] for t in turns["knows-it"]] == [
+        "'A'",
+        "'D'",
+        "'C'",
+        "'B'",
+    ]  # red moves down, its letter follows
     assert [t["prompt"].split("\n")[1] for t in turns["knows-it"]] == ["A. red", "A. blue", "A. green", "A. yellow"]
     assert [t["passed"] for t in turns["always-a"]] == [True, False, False, False]
 
@@ -182,7 +189,9 @@ def test_circular_needs_one_multiple_choice_question(mmbench_project: pytest.Pyt
     text = "cases:\n  - id: bad\n    image: red.png\n    question: q\n    expected: red\n    circular: true\n"
     (mmbench_project.path / "test_mmbench.yaml").write_text(text, encoding="utf-8")
     result = mmbench_project.runpytest("--vl-model=echo", "-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["*case 'bad': key 'circular': CircularEval rotates the options of one multiple-choice*"])
+    result.stdout.fnmatch_lines(
+        ["*case 'bad': key 'circular': CircularEval rotates the options of one multiple-choice*"]
+    )
 
 
 def test_each_rotation_is_asked_without_the_others(tmp_path) -> None:

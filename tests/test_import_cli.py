@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path: Path, change: list[s
     ("args", "message"),
     [
         (["vqa2", "--questions", "q.json", "-o", "t.yaml"], "unknown format 'vqa2' (did you mean 'vqav2'?); known: "),
-        (["mmbench", "-o", "t.yaml"], "format 'mmbench': MMBench is scored by choosing among options"),
+        (["mmbench", "-o", "t.yaml"], "source format 'mmbench' needs file: MMBench_DEV_EN.tsv"),
         (["vqav2", "-o", "t.json"], "-o t.json: expected the path of a .yaml file"),
     ],
 )

@@ -148,7 +148,10 @@ def test_sampling_is_stable_and_says_when_the_dataset_is_too_small(tmp_path: Pat
     [
         ({"questions": "data/missing.json"}, r"source key 'questions': .*missing.json does not exist"),
         ({"format": "vqa2"}, r"unknown source format 'vqa2' \(did you mean 'vqav2'\?\)"),
-        ({"format": "mmbench"}, r"source format 'mmbench': MMBench is scored by choosing among options"),
+        (
+            {"format": "mmbench"},
+            r"source format 'mmbench' has no key 'questions'; its keys: format, sample, seed, file",
+        ),
         ({"colour": "red"}, r"source format 'vqav2' has no key 'colour'; its keys: format, sample, seed, questions"),
     ],
 )

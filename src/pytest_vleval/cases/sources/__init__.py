@@ -42,12 +42,10 @@ FORMAT_MODULES: dict[str, str] = {
     "refcoco+": "pytest_vleval.cases.sources.refcoco",
     "refcocog": "pytest_vleval.cases.sources.refcoco",
     "hf": "pytest_vleval.cases.sources.hf",
+    "mmbench": "pytest_vleval.cases.sources.mmbench",
 }
 # Formats the issue names that cannot be read yet, and why (said instead of "unknown format").
-PENDING: dict[str, str] = {
-    "mmbench": "MMBench is scored by choosing among options (CircularEval); the multiple-choice scorer it needs "
-    "does not exist yet, so its rows would be scored wrongly: pending",
-}
+PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
