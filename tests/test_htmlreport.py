@@ -142,12 +142,12 @@ def test_two_models_end_with_the_comparison_table_and_write_the_report(two_model
     result.stdout.fnmatch_lines(
         [
             "*= vleval model comparison =*",
-            "*| all*| colour*| shape*| latency*",
-            "model |   pass   score |   pass   score |    pass   score |    p50     p95",
-            "fake  | 83.3%[*]  0.833[*] | 75.0%[*]  0.750[*] | 100.0%[*]  1.000[*] |*",
-            "weak  | 33.3%   0.417  | 25.0%   0.250  |  50.0%   0.750  |*",
+            "*| all*| dialogue*| colour*| shape*",
+            "model |   pass   score | turns held |   pass   score |    pass   score",
+            "fake  | 83.3%[*]  0.833[*] |     2.000[*] | 75.0%[*]  0.750[*] | 100.0%[*]  1.000[*]",
+            "weak  | 33.3%   0.417  |     1.000  | 25.0%   0.250  |  50.0%   0.750 ",
             "",  # 80 columns: the rest wraps into a second block
-            "model | peak mem       cases/h   $/1k req",
+            "model |    p50     p95 | peak mem       cases/h   $/1k req",
             "  [*] best of the column",
             "*$/1k req: $2.5 per GPU hour / cases per hour x 1000*",
             "vleval report written: out/report.html",

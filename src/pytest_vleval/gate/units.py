@@ -11,6 +11,7 @@ HIGHER, LOWER = "higher", "lower"
 METRICS: dict[str, tuple[str, str]] = {
     "accuracy": (HIGHER, "rate"),
     "mean_score": (HIGHER, "score"),
+    "turns_held": (HIGHER, "score"),  # a dialogue's depth: turns right in a row from the first, mean over dialogues
     **{name: (HIGHER, "score") for name in CAPTION_METRICS},
     "latency_p50": (LOWER, "seconds"),
     "latency_p95": (LOWER, "seconds"),

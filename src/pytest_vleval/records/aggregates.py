@@ -4,7 +4,7 @@ the gate-ready metrics of a model, and the prediction pass merged over the test 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,6 +14,7 @@ __all__ = [
     "aggregate",
     "benchmark_summary",
     "cache_summary",
+    "dialogue_depth",
     "invariance_summary",
     "model_metrics",
     "percentile",
@@ -63,6 +64,27 @@ def aggregate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "format_failures": sum(bool(t.get("format_issue")) for c in cases for t in c.get("turns", [])),
         "accuracy": passed / n if n else None,
         "mean_score": sum(float(c["score"]) for c in cases) / n if n else None,
+    }
+
+
+def dialogue_depth(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """How long a model holds a dialogue: over the dialogue cases, the mean number of turns right in a row from the
+    first, and how many dialogues held 0, 1, 2, ... turns (also by dialogue length); None without dialogues."""
+    held = [(int(c["turns_held"]), len(c.get("turns") or [])) for c in cases if c.get("turns_held") is not None]
+    if not held:
+        return None
+    by_length: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for depth, length in held:
+        by_length[str(length)][str(depth)] += 1
+    return {
+        "dialogues": len(held),
+        "turns_held_mean": sum(depth for depth, _ in held) / len(held),
+        "held_all": sum(depth == length for depth, length in held),
+        "distribution": dict(sorted(Counter(str(depth) for depth, _ in held).items(), key=lambda kv: int(kv[0]))),
+        "by_length": {
+            length: dict(sorted(d.items(), key=lambda kv: int(kv[0])))
+            for length, d in sorted(by_length.items(), key=lambda kv: int(kv[0]))
+        },
     }
 
 
@@ -133,6 +155,7 @@ def model_metrics(model: Mapping[str, Any], golden: Sequence[Mapping[str, Any]])
     put("case_seconds_p50", case_seconds.get("p50"))
     put("case_seconds_p95", case_seconds.get("p95"))
     put("cases_per_s", evaluation.get("cases_per_s"))
+    put("turns_held", (model.get("dialogue") or {}).get("turns_held_mean"))
 
     per_metric: dict[str, list[float]] = defaultdict(list)
     for entry in golden:

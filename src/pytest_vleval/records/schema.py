@@ -22,6 +22,7 @@ from pytest_vleval.records.aggregates import (
     aggregate,
     benchmark_summary,
     cache_summary,
+    dialogue_depth,
     invariance_summary,
     model_metrics,
     prediction_summary,
@@ -85,6 +86,8 @@ def case_entry(
         ],
         "vision_tokens": result.get("vision_tokens"),
         "pixels": result.get("pixels", [None, None]),
+        # a dialogue's depth: turns right in a row from the first (None for single questions and CircularEval)
+        "turns_held": result.get("turns_held"),
     }
 
 
@@ -127,6 +130,7 @@ def model_entry(
         "eval": _evaluation(cases),
         "suites": {suite: aggregate(cs) for suite, cs in sorted(_group(cases, "suite").items())},
         "scorers": scorer_aggregates(cases),
+        "dialogue": dialogue_depth(cases),
         "prediction": prediction_summary(runs),
         "benchmark": benchmark_summary(benchmarks),
         "golden": {g["set"]: dict(g.get("corpus") or {}) for g in golden},

@@ -96,6 +96,10 @@ def _score_columns(models: Sequence[Mapping[str, Any]], add: Add) -> None:
     if any((m.get("eval") or {}).get("cases") for m in models):
         add(Column("all", "pass", "rate", HIGHER, "cases passed / cases"), [_metric(m, "accuracy") for m in models])
         add(Column("all", "score", "score", HIGHER, "mean case score"), [_metric(m, "mean_score") for m in models])
+        add(
+            Column("dialogue", "turns held", "score", HIGHER, "dialogues: turns right in a row from the first, mean"),
+            [_metric(m, "turns_held") for m in models],
+        )
     suites = sorted({suite for m in models for suite in (m.get("suites") or {})})
     for suite, short in short_names(suites).items():
         add(

@@ -135,7 +135,19 @@ def _model_lines(
             f"  {shown.get(suite, suite):<{width}}  {aggregate['passed']:>3}/{aggregate['cases']:<3} passed"
             f"  mean score {float(aggregate['mean_score']):.3f}{extra}"
         )
-    return lines
+    depth = dialogue_line(model.get("dialogue"))
+    return [*lines, depth] if depth else lines
+
+
+def dialogue_line(depth: Mapping[str, Any] | None) -> str | None:
+    """'  dialogue depth: 6 dialogues, 1.67 turns held on average (held 0: 1, 2: 5); all turns held: 5/6'."""
+    if not depth:
+        return None
+    spread = ", ".join(f"{held}: {n}" for held, n in depth["distribution"].items())
+    return (
+        f"  dialogue depth: {depth['dialogues']} dialogues, {float(depth['turns_held_mean']):.2f} turns held on "
+        f"average (turns held: dialogues {spread}); all turns held: {depth['held_all']}/{depth['dialogues']}"
+    )
 
 
 def golden_lines(golden: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -44,6 +44,21 @@ class CaseResult:
     cached: bool = False  # the answers came from the answer cache (then `seconds` is 0)
     vision_tokens: int | None = None  # the images as prompt tokens, where the backend can count them
     pixels: list[int | None] = field(default_factory=lambda: [None, None])  # case-level [min, max] limits
+    dialogue: bool = False  # turns that build on each other (not CircularEval's independent rotations)
+
+    @property
+    def turns_held(self) -> int | None:
+        """A dialogue's depth: how many turns in a row, from the first, were right (None for other cases)."""
+        if not self.dialogue:
+            return None
+        if self.error is not None:
+            return 0
+        held = 0
+        for turn in self.turns:
+            if not turn.passed:
+                break
+            held += 1
+        return held
 
     @property
     def passed(self) -> bool:
@@ -71,6 +86,7 @@ class CaseResult:
             "pixels": list(self.pixels),
             "passed": self.passed,
             "score": self.score,
+            "turns_held": self.turns_held,
         }
 
 
@@ -131,6 +147,7 @@ def evaluate(
         cached=prediction.cached,
         vision_tokens=prediction.vision_tokens,
         pixels=list(pixels),
+        dialogue=len(case.turns) > 1 and not case.circular,
     )
     sizes: tuple[tuple[int, int], ...] | None = None
     for n, (turn, answer) in enumerate(zip(case.turns, prediction.answers, strict=False)):
