@@ -398,3 +398,30 @@ def test_a_right_chinese_answer_in_a_sentence_is_a_format_issue() -> None:
     issue = format_issue(turn, "图中的形状是红色的。", ScoreContext())
     assert issue is not None and "'红色' appears in a longer answer" in issue
     assert format_issue(turn, "图中的形状是蓝色的。", ScoreContext()) is None
+
+
+def test_format_diagnosis_reads_full_width_answers_as_contains_does() -> None:
+    from pytest_vleval.cases.fields import Turn
+    from pytest_vleval.scoring.base import ScoreContext
+    from pytest_vleval.scoring.diagnosis import format_issue
+
+    turn = Turn("What colour is it?", "exact", ("red",), "expected", 1.0)
+    assert score("contains", "It is ＲＥＤ.", ["red"]).score == 1.0
+    assert format_issue(turn, "It is ＲＥＤ.", ScoreContext()) is not None
+
+
+def test_reachable_threshold_uses_the_modes_normalisation(tmp_path: Path) -> None:
+    """Three annotators who wrote 3, 三个 and 三 agree in mode zh (best 0.67), not under the English rules (0.22)."""
+    from PIL import Image
+
+    from pytest_vleval.cases.casefile import CaseFileError, load_case_file
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    case = "  - {id: c, image: a.png, question: 图中有几个？, answers: ['3', 三个, 三], threshold: 0.6%s}\n"
+    (tmp_path / "test_zh.yaml").write_text(
+        "defaults: {scorer: vqa_accuracy}\ncases:\n" + case % ", options: {mode: zh}"
+    )
+    assert load_case_file(tmp_path / "test_zh.yaml").cases[0].turns[0].threshold == 0.6
+    (tmp_path / "test_en.yaml").write_text("defaults: {scorer: vqa_accuracy}\ncases:\n" + case % "")
+    with pytest.raises(CaseFileError, match=r"0\.6 cannot be reached with 3 answers"):
+        load_case_file(tmp_path / "test_en.yaml")

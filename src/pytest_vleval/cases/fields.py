@@ -16,7 +16,7 @@ from pytest_vleval.scoring.base import Scorer
 from pytest_vleval.scoring.choice import parse_choices, render_options
 from pytest_vleval.scoring.extract import validate_steps
 from pytest_vleval.scoring.registry import SCORERS, get_scorer, validate_reference
-from pytest_vleval.scoring.vqa import best_vqa_accuracy
+from pytest_vleval.scoring.vqa import VQA_MODES, best_vqa_accuracy
 
 __all__ = [
     "PROMPT_KEYS",
@@ -307,8 +307,11 @@ def _threshold(
             f"{threshold:g} is outside the range of scorer {scorer.name!r} [{scorer.low:g}, {scorer.high:g}]",
         )
     if scorer.name == "vqa_accuracy":
-        # Leave-one-out over few answers caps the score: with one answer it is always 0.
-        best = best_vqa_accuracy([str(answer) for answer in reference])
+        # Leave-one-out over few answers caps the score: with one answer it is always 0. The mode's own
+        # normalisation decides which answers agree (mode: zh reads 三个 and 3 as one answer).
+        options = settings.get("options")
+        mode = options.get("mode") if isinstance(options, Mapping) else None
+        best = best_vqa_accuracy([str(answer) for answer in reference], mode=mode if mode in VQA_MODES else "official")
         if threshold > best:
             raise where.error(
                 prefix + "threshold",

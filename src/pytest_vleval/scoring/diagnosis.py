@@ -16,7 +16,7 @@ from typing import Any
 from pytest_vleval.scoring.base import ScoreContext
 from pytest_vleval.scoring.boxes import BOX_CONVENTIONS, box_iou, choose_box, parse_boxes
 from pytest_vleval.scoring.extract import strip_thinking
-from pytest_vleval.scoring.text import _contains_pattern, exact_key
+from pytest_vleval.scoring.text import contains_words, exact_key
 
 __all__ = ["format_issue"]
 
@@ -36,7 +36,7 @@ def _wanted(scorer: str, reference: Sequence[Any]) -> list[str]:
 def _text_issue(scorer: str, reference: Sequence[Any], answer: str) -> str | None:
     body = strip_thinking(answer)
     for wanted in _wanted(scorer, reference):
-        if wanted.strip() and exact_key(wanted) != exact_key(body) and _contains_pattern(wanted).search(body):
+        if wanted.strip() and exact_key(wanted) != exact_key(body) and contains_words(body, wanted):
             return (
                 f"the expected answer {wanted!r} appears in a longer answer: add a format instruction "
                 "(task: or post_prompt:) or use scorer 'contains'"

@@ -151,10 +151,9 @@ def evaluate(
     )
     sizes: tuple[tuple[int, int], ...] | None = None
     for n, (turn, answer) in enumerate(zip(case.turns, prediction.answers, strict=False)):
-        context = ScoreContext(choices=turn.choices)
-        if turn.scorer == "iou":
-            sizes = sizes if sizes is not None else _image_sizes(case)
-            context = turn_context(turn, sizes, box_convention=box_convention, resized_sizes=resized_sizes)
+        if turn.scorer == "iou" and sizes is None:
+            sizes = _image_sizes(case)  # read only where a box is scored
+        context = turn_context(turn, sizes or (), box_convention=box_convention, resized_sizes=resized_sizes)
         extracted, steps, scored = score_turn(turn, answer, context)
         passed = scored.score >= turn.threshold
         result.turns.append(

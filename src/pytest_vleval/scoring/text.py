@@ -45,18 +45,22 @@ def _contains_pattern(answer: str) -> re.Pattern[str]:
     return re.compile(f"{left}{body}{right}", re.IGNORECASE)
 
 
+def contains_words(text: str, answer: str) -> bool:
+    """Whether `answer` appears in `text` as scorer `contains` looks for it (both NFKC; see `_contains_pattern`)."""
+    return _contains_pattern(answer).search(nfkc(text)) is not None
+
+
 def score_contains(
     prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
 ) -> ScoreResult:
     expected = as_texts(reference)
-    prediction = nfkc(prediction)
     if options.get("all"):
-        missing = [answer for answer in expected if not _contains_pattern(answer).search(prediction)]
+        missing = [answer for answer in expected if not contains_words(prediction, answer)]
         if not missing:
             return ScoreResult(1.0, f"found all of {', '.join(map(show, expected))} in the answer")
         return ScoreResult(0.0, f"{', '.join(map(show, missing))} missing (as words) from {show(prediction)}")
     for answer in expected:
-        if answer.strip() and _contains_pattern(answer).search(prediction):
+        if answer.strip() and contains_words(prediction, answer):
             return ScoreResult(1.0, f"found {show(answer)} in the answer")
     return ScoreResult(0.0, f"none of {', '.join(map(show, expected))} appears as words in {show(prediction)}")
 

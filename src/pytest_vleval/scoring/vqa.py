@@ -110,7 +110,11 @@ class _VQAOutcome:
 VQA_MODES = ("official", "evalai", "zh")
 
 
-def _normaliser(mode: str) -> Callable[[str], str]:
+def _normaliser(gts: Sequence[str], mode: str) -> Callable[[str], str] | None:
+    """How the answers (and the prediction) are normalised, or None: the official code normalises only when the
+    annotators disagree; EvalAI-style harnesses, and the Chinese variant with its own rules, always do."""
+    if mode == "official" and len(set(gts)) <= 1:
+        return None
     return normalize_zh_answer if mode == "zh" else normalize_vqa_answer
 
 
@@ -121,11 +125,8 @@ def _vqa_outcome(prediction: str, answers: Sequence[str], mode: str) -> _VQAOutc
         raise ValueError("vqa_accuracy needs at least one human answer")
     gts = [_vqa_clean(answer) for answer in answers]
     res = _vqa_clean(prediction)
-    # The official code normalises only when the annotators disagree; EvalAI-style harnesses, and the Chinese
-    # variant, always do.
-    normalised = mode != "official" or len(set(gts)) > 1
-    if normalised:
-        normalise = _normaliser(mode)
+    normalise = _normaliser(gts, mode)
+    if normalise is not None:
         gts = [normalise(answer) for answer in gts]
         res = normalise(res)
     matching = [gt == res for gt in gts]
@@ -137,7 +138,7 @@ def _vqa_outcome(prediction: str, answers: Sequence[str], mode: str) -> _VQAOutc
     for i in range(len(gts)):
         others = k - matching[i]
         total += min(Fraction(1), Fraction(others, 3))
-    return _VQAOutcome(float(total / len(gts)), k, res, normalised)
+    return _VQAOutcome(float(total / len(gts)), k, res, normalise is not None)
 
 
 def best_vqa_accuracy(answers: Sequence[str], *, mode: str = "official") -> float:
@@ -151,8 +152,9 @@ def best_vqa_accuracy(answers: Sequence[str], *, mode: str = "official") -> floa
 @functools.lru_cache(maxsize=256)  # collection asks twice per dataset row (reachable threshold, then validation)
 def _best(answers: tuple[str, ...], mode: str) -> float:
     gts = [_vqa_clean(answer) for answer in answers]
-    if mode != "official" or len(set(gts)) > 1:
-        gts = [_normaliser(mode)(answer) for answer in gts]
+    normalise = _normaliser(gts, mode)
+    if normalise is not None:
+        gts = [normalise(answer) for answer in gts]
     n, k = len(gts), Counter(gts).most_common(1)[0][1]
     # k annotators gave it: held out, each leaves k - 1 matches; the other n - k leave k.
     total = k * min(Fraction(1), Fraction(k - 1, 3)) + (n - k) * min(Fraction(1), Fraction(k, 3))
