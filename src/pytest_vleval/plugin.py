@@ -93,11 +93,20 @@ def vl_model(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.hookimpl
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    from pytest_vleval.records.recorder import judge_error_status
+
+    return judge_error_status(report)
+
+
+@pytest.hookimpl
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SESSION_KEY in session.config.stash:
         vl: VlSession = get_session(session.config)
         vl.pool.close()
         vl.golden.close()
+        if vl.judge is not None:
+            vl.judge.pool.close()
 
 
 @pytest.hookimpl

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_vleval.backends.base import Backend, ModelSpec
 from pytest_vleval.options import VlOptions
+from pytest_vleval.predict.judging import JudgeRunner
 from pytest_vleval.predict.pool import ModelPool
 from pytest_vleval.predict.predictor import BatchPredictor
 from pytest_vleval.records.recorder import Recorder
@@ -26,6 +27,7 @@ class VlSession:
     predictor: BatchPredictor  # answers (cached or generated in batches) for the case and golden items
     recorder: Recorder  # every result arrives here; it builds the run record
     golden: GoldenScorer  # each golden set scored once per (set, model), one METEOR process for all
+    judge: JudgeRunner | None = None  # --vl-judge: grades the turns of scorer judge, resident beside the models
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
@@ -89,4 +91,26 @@ def build_session(config: pytest.Config) -> VlSession:
         from pytest_vleval.bench.hooks import BenchmarkHooks
 
         config.pluginmanager.register(BenchmarkHooks(config), "vleval-benchmark-hooks")
-    return VlSession(options, models, pool, predictor, recorder, GoldenScorer())
+    judge = make_judge(config, options, load, predictor) if options.judge else None
+    return VlSession(options, models, pool, predictor, recorder, GoldenScorer(), judge)
+
+
+def make_judge(
+    config: pytest.Config, options: VlOptions, load: Callable[[ModelSpec], object], predictor: BatchPredictor
+) -> JudgeRunner:
+    """The judge of --vl-judge: its own pool (resident beside the model under test), the answer cache's folder
+    and fingerprints for its verdict cache."""
+    from pytest_vleval.backends.registry import resolve_models
+    from pytest_vleval.predict.fingerprints import ModelFingerprints, third_party_loaders
+
+    assert options.judge is not None
+    try:
+        (spec,) = resolve_models([options.judge], rootdir=Path(config.rootpath))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--vl-judge: {exc}") from None
+    pool = ModelPool(load)
+    cache = predictor.cache
+    fingerprints = None
+    if cache is not None:
+        fingerprints = ModelFingerprints(options, cache, pool.get, lambda: third_party_loaders(config))
+    return JudgeRunner(spec, pool, repeat=options.judge_repeat, cache=cache, fingerprint=fingerprints)

@@ -28,6 +28,7 @@ from pytest_vleval.cases.fields import (
     text,
 )
 from pytest_vleval.cases.images import resolved_roots
+from pytest_vleval.cases.rubrics import JUDGE_KEYS
 from pytest_vleval.cases.yaml_loader import LineDict, YamlError, read_yaml
 
 __all__ = ["CASE_KEYS", "Case", "CaseFile", "CaseFileError", "Turn", "load_case_file", "matches_any"]
@@ -36,7 +37,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 # Keys a case (or `defaults`) may set; "turns" entries accept TURN_KEYS.
 # Keys a turn takes from its case (and the case from `defaults`) unless it sets its own.
-TURN_SETTINGS = ("scorer", "threshold", "options", "answer", *PROMPT_KEYS)
+TURN_SETTINGS = ("scorer", "threshold", "options", "answer", *PROMPT_KEYS, *JUDGE_KEYS)
 SHARED_KEYS = frozenset(
     {
         *TURN_SETTINGS,

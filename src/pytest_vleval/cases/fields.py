@@ -12,9 +12,11 @@ from typing import Any
 from pytest_vleval.cases.checks import YAML_BOOLEAN_HINT, closest
 from pytest_vleval.cases.images import ImageProblem, LargeImageWarning, check_image
 from pytest_vleval.cases.prompts import QUESTION_SLOT, TASK_PROMPTS, PromptSpec
+from pytest_vleval.cases.rubrics import parse_rubric
 from pytest_vleval.scoring.base import Scorer
 from pytest_vleval.scoring.choice import parse_choices, render_options
 from pytest_vleval.scoring.extract import validate_steps
+from pytest_vleval.scoring.judge_prompt import Rubric
 from pytest_vleval.scoring.registry import SCORERS, get_scorer, validate_reference
 from pytest_vleval.scoring.vqa import VQA_MODES, best_vqa_accuracy
 
@@ -53,6 +55,8 @@ class Turn:
     refer: bool = False  # `question` is a referring expression: the family words the grounding prompt
     answer_steps: tuple[str, ...] | None = None  # the case's `answer:` pipeline; None: the scorer's default
     choices: tuple[tuple[str, str], ...] = ()  # multiple choice: (letter, option), rendered under the question
+    rubric: Rubric | None = None  # scorer judge: what the judge grades on
+    judge_image: bool | None = None  # scorer judge: whether the judge sees the images (None: the rubric's default)
 
     def sent(self, refer_prompt: Callable[[str], str]) -> str:
         """The text the model is sent; `refer_prompt` is the model family's grounding wording."""
@@ -70,6 +74,8 @@ class Turn:
             return "box " + "[" + ", ".join(f"{v:g}" for v in self.reference) + "]"
         if len(self.reference) == 1:
             return repr(self.reference[0])
+        if not self.reference:
+            return f"rubric {self.rubric.name}" if self.rubric is not None else "(nothing)"
         return "one of " + ", ".join(repr(r) for r in self.reference)
 
 
@@ -212,6 +218,7 @@ def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Wher
     except ValueError as exc:
         raise where.error(prefix + ("options" if options else key), str(exc)) from None
     choices = _choices(data, scorer, reference, where, prefix)
+    rubric, judge_image = parse_rubric(settings, scorer.name, reference, where, prefix)
     return Turn(
         question=question,
         scorer=scorer.name,
@@ -223,6 +230,8 @@ def parse_turn(data: Mapping[str, Any], settings: Mapping[str, Any], where: Wher
         refer=refer,
         answer_steps=steps,
         choices=choices,
+        rubric=rubric,
+        judge_image=judge_image,
     )
 
 
@@ -281,6 +290,8 @@ def _reference(data: Mapping[str, Any], scorer: Scorer, where: Where, prefix: st
     given = [k for k in REFERENCE_KEYS if k in data]
     if len(given) > 1:
         raise where.error(prefix + given[1], f"give only one of {', '.join(given)}")
+    if not given and scorer.name == "judge":
+        return scorer.reference, ()  # a rubric without a reference answer (checked in cases/rubrics.py)
     if not given:
         raise where.error(
             prefix + scorer.reference,

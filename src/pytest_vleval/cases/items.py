@@ -134,6 +134,8 @@ class CaseItem(VlItem):
     def run_test(self, request: pytest.FixtureRequest) -> None:
         __tracebackhide__ = True
         vl = get_session(self.config)
+        if vl.judge is None and any(turn.scorer == "judge" for turn in self.case.turns):
+            pytest.skip("scorer 'judge' needs a judge model: --vl-judge=SPEC (the built-in one is tiny-judge)")
         prediction = vl.predictor.predict(self.spec, self.case)
         if prediction.skipped is not None:
             pytest.skip(f"model {self.spec.label}: {prediction.skipped}")
@@ -152,7 +154,13 @@ class CaseItem(VlItem):
                 pixels=pixels,
             )
         result = evaluate(
-            self.case, self.spec.label, prediction, box_convention=convention, resized_sizes=resized, pixels=pixels
+            self.case,
+            self.spec.label,
+            prediction,
+            box_convention=convention,
+            resized_sizes=resized,
+            pixels=pixels,
+            judge=vl.judge,
         )
         attach_result(self, "case", result.to_dict())
         if not result.passed:

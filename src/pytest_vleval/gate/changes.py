@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["asking_notes"]
+__all__ = ["asking_notes", "judge_change", "set_aside_judged"]
 
 
 def _limits(model: Mapping[str, Any]) -> tuple[Any, Any] | None:
@@ -47,3 +47,44 @@ def _prompts(case: Mapping[str, Any]) -> list[str] | None:
     if not turns or any("prompt" not in t for t in turns):
         return None
     return [str(t["prompt"]) for t in turns]
+
+
+def _judge_key(model: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:
+    judge = model.get("judge")
+    if not judge:
+        return None
+    identities = [(i.get("fingerprint"), i.get("template"), i.get("template_sha256")) for i in judge["identities"]]
+    return [*sorted(identities, key=str), ("repeat", judge.get("repeat"))]
+
+
+def judge_change(model: Mapping[str, Any], base: Mapping[str, Any]) -> str | None:
+    """Why the judged scores of `model` cannot be compared with its baseline entry `base` (another judge
+    fingerprint, template or number of repeats), or None when both were judged alike (or one was not judged)."""
+    now, before = _judge_key(model), _judge_key(base)
+    if now is None or before is None or now == before:
+        return None
+
+    def who(entry: Mapping[str, Any]) -> str:
+        judge = entry["judge"]
+        names = ", ".join(
+            f"{i['judge']} {str(i.get('fingerprint'))[:8]} {i['template']} {str(i.get('template_sha256'))[:8]}"
+            for i in judge["identities"]
+        )
+        return f"{names or 'none'}, repeat {judge.get('repeat')}"
+
+    return (
+        f"model {model['label']}: judge changed ({who(base)} -> {who(model)}): scores not comparable; the accuracy "
+        "and mean score of judged suites are not gated and their judged cases are not listed as changed"
+    )
+
+
+def set_aside_judged(rows: Sequence[Any], cases: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """Mark the rows a changed judge moves (accuracy and mean score, overall and of suites with judged cases)
+    "not comparable", so they pass; return the judged cases' (suite, case id), whose flips are not listed."""
+    judged = {(c["suite"], c["case_id"]) for c in cases if any(t.get("judge") for t in c.get("turns") or [])}
+    suites = {suite for suite, _ in judged}
+    for row in rows:
+        base, _, where = row.metric.partition("@")
+        if base in ("accuracy", "mean_score") and (not where or where in suites):
+            row.breached, row.verdict, row.note = False, "not comparable", "judge changed"
+    return judged

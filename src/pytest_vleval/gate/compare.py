@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_vleval.gate.changes import asking_notes
+from pytest_vleval.gate.changes import asking_notes, judge_change, set_aside_judged
 from pytest_vleval.gate.rules import BENCHMARK_METRICS, Rule
 from pytest_vleval.gate.significance import mcnemar_exact, paired_bootstrap
 from pytest_vleval.gate.units import HIGHER, METRICS, change_text, format_value
@@ -307,16 +307,20 @@ def _compare_model(
                 row.breached = False
                 row.verdict = "not significant"
     result.rows = list(rows.values())
+    judge_note = judge_change(model, base)
+    judged = set_aside_judged(result.rows, [*cases_before, *cases_after]) if judge_note else set()
 
     paired = _paired_cases(cases_before, cases_after, None)
     for old, new in paired:
+        if (new["suite"], new["case_id"]) in judged:
+            continue
         if old["passed"] and not new["passed"]:
             result.worse.append(_flip(old, new))
         elif new["passed"] and not old["passed"]:
             result.better.append(_flip(old, new))
     result.new_cases = len(cases_after) - len(paired)
     result.dropped_cases = len(cases_before) - len(paired)
-    return result, asking_notes(model, base, paired)
+    return result, [*([judge_note] if judge_note else []), *asking_notes(model, base, paired)]
 
 
 def _default_rows(before: Mapping[str, float], after: Mapping[str, float]) -> list[str]:

@@ -102,3 +102,5 @@ class VlOptions:
     record: RecordOptions = field(default_factory=RecordOptions)
     bench: BenchOptions = field(default_factory=BenchOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
+    judge: str | None = None  # --vl-judge: the model that grades the cases of scorer judge
+    judge_repeat: int = 1  # --vl-judge-repeat: verdicts per judged answer

@@ -63,6 +63,22 @@ FLAGS: tuple[Flag, ...] = (
         ini_default=[],
     ),
     Flag(
+        "--vl-judge",
+        "Judge model for the cases of scorer judge (any model --vl-model takes; the built-in judge is tiny-judge). "
+        "It stays loaded beside the model under test; its verdicts are cached by its fingerprint, the template and "
+        "the prompt. " + _default("vl_judge", "none: judged cases are skipped"),
+        metavar="MODEL",
+        ini="vl_judge",
+    ),
+    Flag(
+        "--vl-judge-repeat",
+        "Verdicts per judged answer, each with the prompt's sections in another order; the score is their mean "
+        "and the record keeps their agreement. " + _default("vl_judge_repeat", 1),
+        metavar="N",
+        ini="vl_judge_repeat",
+        ini_default="1",
+    ),
+    Flag(
         "--vl-device",
         f"Device to run models on: {DEVICES_HELP}. "
         + _default("vl_device", "auto (cuda if available, then mps, else cpu)"),

@@ -98,8 +98,12 @@ def parse_options(config: pytest.Config) -> VlOptions:
     max_pixels = _pixels(config, "vl_max_pixels", "--vl-max-pixels")
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
         raise pytest.UsageError(f"--vl-min-pixels={min_pixels} is above --vl-max-pixels={max_pixels}")
+    judge = (_value(config, "vl_judge", "vl_judge") or "").strip() or None
+    judge_repeat = integer(_value(config, "vl_judge_repeat", "vl_judge_repeat"), "--vl-judge-repeat")
     return VlOptions(
         models=tuple(dict.fromkeys(models)),
+        judge=judge,
+        judge_repeat=judge_repeat,
         device=device,
         dtype=dtype,
         max_new_tokens=integer(_value(config, "vl_max_new_tokens", "vl_max_new_tokens"), "--vl-max-new-tokens"),

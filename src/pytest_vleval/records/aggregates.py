@@ -16,6 +16,7 @@ __all__ = [
     "cache_summary",
     "dialogue_depth",
     "invariance_summary",
+    "judge_summary",
     "model_metrics",
     "percentile",
     "prediction_summary",
@@ -51,19 +52,60 @@ def summarise(values: Iterable[float | None]) -> dict[str, float | int] | None:
 
 
 def aggregate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts, pass rate ("accuracy") and mean score of some case entries."""
-    n = len(cases)
-    passed = sum(bool(c["passed"]) for c in cases)
+    """Counts, pass rate ("accuracy") and mean score of some case entries. A case whose judge failed
+    (`judge_error`) was not scored: it counts among the errors, not in the accuracy or the mean score."""
+    unscored = sum(bool(c.get("judge_error")) for c in cases)
+    scored = [c for c in cases if not c.get("judge_error")] if unscored else cases
+    n = len(scored)
+    passed = sum(bool(c["passed"]) for c in scored)
     return {
-        "cases": n,
+        "cases": len(cases),
         "passed": passed,
         "failed": n - passed,
         "errors": sum(c.get("error") is not None for c in cases),
+        "judge_errors": unscored,
         "parse_failures": sum(bool(t.get("parse_failed")) for c in cases for t in c.get("turns", [])),
         # Failed turns with the right content in the wrong form (scoring/diagnosis.py), apart from wrong answers.
         "format_failures": sum(bool(t.get("format_issue")) for c in cases for t in c.get("turns", [])),
         "accuracy": passed / n if n else None,
-        "mean_score": sum(float(c["score"]) for c in cases) / n if n else None,
+        "mean_score": sum(float(c["score"]) for c in scored) / n if n else None,
+    }
+
+
+def judge_identity(turn: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What a judged turn's score depends on besides the answer: the judge, its fingerprint, the template."""
+    judge = turn.get("judge")
+    if not judge or judge.get("error"):
+        return None
+    return (judge.get("judge"), judge.get("fingerprint"), judge.get("template"), judge.get("template_sha256"))
+
+
+def judge_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Who judged this model's judged turns and how: the judge and template (one identity, normally), verdicts
+    asked and reused from the cache, repeats, mean agreement between repeats, unreadable verdicts; None without
+    judged turns."""
+    turns = [t for c in cases for t in c.get("turns", []) if t.get("judge")]
+    graded = [t for t in turns if t["judge"].get("fallback") is None]
+    if not turns:
+        return None
+    identities = sorted({judge_identity(t) for t in turns} - {None}, key=str)
+    verdicts = [v for t in turns for v in t["judge"].get("verdicts") or []]
+    agreements = [float(t["judge"]["agreement"]) for t in turns if t["judge"].get("agreement") is not None]
+    return {
+        "identities": [
+            {"judge": j, "fingerprint": f, "template": name, "template_sha256": sha} for j, f, name, sha in identities
+        ],
+        "turns": len(graded),
+        "verdicts": len(verdicts),
+        "cached": sum(bool(v.get("cached")) for v in verdicts),
+        "repeat": max((len(t["judge"].get("verdicts") or []) for t in graded), default=0),
+        "agreement": sum(agreements) / len(agreements) if agreements else None,
+        "errors": sum(bool(t["judge"].get("error")) for t in graded),
+        "fallback_parses": sum(v.get("parsed_by") == "fallback" for v in verdicts),
+        "rubrics": sorted({str(t["judge"]["rubric"]) for t in turns if t["judge"].get("rubric")}),
+        # multiple-choice answers the rules could not read, sent to the judge (VLMEvalKit's fallback)
+        "choice_fallbacks": sum(t["judge"].get("fallback") == "choice" for t in turns),
+        "choice_read": sum(t["judge"].get("fallback") == "choice" and bool(t["judge"].get("letter")) for t in turns),
     }
 
 

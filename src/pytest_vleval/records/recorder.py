@@ -50,6 +50,17 @@ def attach_result(item: pytest.Item, kind: str, data: dict[str, Any]) -> None:
     item.user_properties.append((PROPERTY, {"kind": kind, "data": data}))
 
 
+def judge_error_status(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    """The terminal status of a case whose judge failed: ERROR (E), not FAILED: the model is not blamed."""
+    if report.when != "call" or not report.failed:
+        return None
+    for name, value in report.user_properties:
+        if name == PROPERTY and isinstance(value, dict) and value.get("kind") == "case":
+            if value["data"].get("judge_error"):
+                return "error", "E", "ERROR"
+    return None
+
+
 def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -142,7 +153,10 @@ class Recorder:
     def _receive(self, kind: str, data: dict[str, Any], report: pytest.TestReport) -> None:
         rootdir = Path(self.config.rootpath)
         if kind == "case":
-            self.cases.append(case_entry(data, rootdir=rootdir, **_outcome(report)))
+            outcome = _outcome(report)
+            if data.get("judge_error") and outcome["outcome"] == "failed":
+                outcome["outcome"] = "error"  # the judge failed, not the model (shown as ERROR, see report_status)
+            self.cases.append(case_entry(data, rootdir=rootdir, **outcome))
         elif kind == "benchmark":
             self.benchmarks.append(data)
         else:

@@ -24,6 +24,7 @@ from pytest_vleval.records.aggregates import (
     cache_summary,
     dialogue_depth,
     invariance_summary,
+    judge_summary,
     model_metrics,
     prediction_summary,
     scorer_aggregates,
@@ -81,6 +82,7 @@ def case_entry(
                 "extracted": t.get("extracted", t["answer"]),
                 "answer_steps": list(t.get("answer_steps", [])),
                 "format_issue": t.get("format_issue"),
+                "judge": t.get("judge"),  # scorer judge: verdicts, reasons, the judge's identity
             }
             for t in result.get("turns", [])
         ],
@@ -88,6 +90,8 @@ def case_entry(
         "pixels": result.get("pixels", [None, None]),
         # a dialogue's depth: turns right in a row from the first (None for single questions and CircularEval)
         "turns_held": result.get("turns_held"),
+        # `error` is the judge's (its verdict unreadable, or it could not be asked): the answer was not scored
+        "judge_error": bool(result.get("judge_error", False)),
     }
 
 
@@ -131,6 +135,7 @@ def model_entry(
         "suites": {suite: aggregate(cs) for suite, cs in sorted(_group(cases, "suite").items())},
         "scorers": scorer_aggregates(cases),
         "dialogue": dialogue_depth(cases),
+        "judge": judge_summary(cases),
         "prediction": prediction_summary(runs),
         "benchmark": benchmark_summary(benchmarks),
         "golden": {g["set"]: dict(g.get("corpus") or {}) for g in golden},

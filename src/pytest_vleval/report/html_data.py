@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_vleval.gate.units import change_text, format_value, metric_kind
 from pytest_vleval.records.schema import CAPTION_METRICS
 from pytest_vleval.report.table import ComparisonTable, format_cell, short_names
+from pytest_vleval.report.terminal import dialogue_line, judge_line
 
 if TYPE_CHECKING:
     from pytest_vleval.report.html import ReportInputs, Thumbnails
@@ -87,6 +88,12 @@ def models_context(record: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "fingerprint": str(model.get("fingerprint") or "")[:12],
                 "seconds": f"{float(load['seconds']):.1f} s" if load.get("seconds") is not None else "",
                 "error": load.get("error") or "",
+                # dialogue depth (mean and distribution) and who judged, as the terminal summary says them
+                "notes": [
+                    line.strip()
+                    for line in (dialogue_line(model.get("dialogue")), judge_line(model.get("judge")))
+                    if line
+                ],
             }
         )
     return rows
@@ -282,6 +289,7 @@ def _answer_row(model: str, case: Mapping[str, Any], before: _Before | None, exa
                 "extracted": t["extracted"] if t.get("extracted") not in (None, t.get("answer")) else None,
                 "sent": t["prompt"] if t.get("prompt") not in (None, t.get("question")) else None,
                 "format_issue": t.get("format_issue"),
+                "judge_reply": (t.get("judge") or {}).get("raw"),  # a verdict that could not be read
             }
             for t in case.get("turns", [])
         ],

@@ -131,12 +131,38 @@ def _model_lines(
                 extra += f", {kind} parse failures: {failures}/{len(kept)}"
         if aggregate.get("format_failures"):
             extra += f", format failures: {aggregate['format_failures']} (right content, wrong form)"
+        if aggregate.get("judge_errors"):
+            extra += f", {aggregate['judge_errors']} not scored (judge errors)"
+        mean = "-" if aggregate["mean_score"] is None else f"{float(aggregate['mean_score']):.3f}"
         lines.append(
             f"  {shown.get(suite, suite):<{width}}  {aggregate['passed']:>3}/{aggregate['cases']:<3} passed"
-            f"  mean score {float(aggregate['mean_score']):.3f}{extra}"
+            f"  mean score {mean}{extra}"
         )
-    depth = dialogue_line(model.get("dialogue"))
-    return [*lines, depth] if depth else lines
+    extras = [dialogue_line(model.get("dialogue")), judge_line(model.get("judge"))]
+    return [*lines, *(line for line in extras if line)]
+
+
+def judge_line(judge: Mapping[str, Any] | None) -> str | None:
+    """'  judged by tiny-judge (judge-v1 3f2a9c1d, fingerprint 1a2b3c4d): 12 turns, 12 verdicts (4 from the
+    verdict cache), agreement 1.00, 0 unreadable'."""
+    if not judge:
+        return None
+    who = (
+        "; ".join(
+            f"{i['judge']} ({i['template']} {str(i['template_sha256'])[:8]}, fingerprint {str(i['fingerprint'])[:8]})"
+            for i in judge["identities"]
+        )
+        or "nobody (every verdict failed)"
+    )
+    agreement = "" if judge.get("agreement") is None else f", agreement {float(judge['agreement']):.2f}"
+    fallback = f", {judge['fallback_parses']} read by the fallback" if judge.get("fallback_parses") else ""
+    choices = ""
+    if judge.get("choice_fallbacks"):
+        choices = f"; {judge['choice_fallbacks']} choice answers the rules could not read, {judge['choice_read']} read"
+    return (
+        f"  judged by {who}: {judge['turns']} turns, {judge['verdicts']} verdicts ({judge['cached']} from the "
+        f"verdict cache){agreement}{fallback}, {judge['errors']} unreadable or not asked{choices}"
+    )
 
 
 def dialogue_line(depth: Mapping[str, Any] | None) -> str | None:

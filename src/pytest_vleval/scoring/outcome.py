@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_vleval.cases.casefile import Case
 from pytest_vleval.cases.fields import Turn
@@ -12,7 +12,16 @@ from pytest_vleval.predict.generation import Prediction
 from pytest_vleval.scoring.base import ScoreContext, ScoreResult
 from pytest_vleval.scoring.diagnosis import format_issue
 from pytest_vleval.scoring.extract import extract, pipeline_for
+from pytest_vleval.scoring.judge import JudgeOutcome
 from pytest_vleval.scoring.registry import score
+
+
+class Judge(Protocol):
+    """What scoring needs of the judge (``predict/judging.JudgeRunner``)."""
+
+    def grade(self, case: Case, turn: Turn, answer: str) -> JudgeOutcome: ...
+
+    def choose(self, case: Case, turn: Turn, answer: str) -> tuple[ScoreResult, dict[str, Any]]: ...
 
 
 @dataclass
@@ -30,6 +39,7 @@ class TurnResult:
     extracted: str = ""  # the answer the scorer compared, after the `answer_steps`
     answer_steps: list[str] = field(default_factory=list)
     format_issue: str | None = None  # the right content in the wrong form (see scoring/diagnosis.py)
+    judge: dict[str, Any] | None = None  # scorer judge: the verdicts (scoring/judge.JudgeOutcome.to_dict)
 
 
 @dataclass
@@ -45,6 +55,7 @@ class CaseResult:
     vision_tokens: int | None = None  # the images as prompt tokens, where the backend can count them
     pixels: list[int | None] = field(default_factory=lambda: [None, None])  # case-level [min, max] limits
     dialogue: bool = False  # turns that build on each other (not CircularEval's independent rotations)
+    judge_error: bool = False  # `error` is the judge's (unreadable verdict, judge not loadable): not the model's
 
     @property
     def turns_held(self) -> int | None:
@@ -87,6 +98,7 @@ class CaseResult:
             "passed": self.passed,
             "score": self.score,
             "turns_held": self.turns_held,
+            "judge_error": self.judge_error,
         }
 
 
@@ -125,6 +137,18 @@ def score_turn(turn: Turn, answer: str, context: ScoreContext) -> tuple[str, tup
     return extracted, steps, score(turn.scorer, extracted, turn.reference, turn.options, context)
 
 
+def judge_turn(
+    case: Case, turn: Turn, answer: str, judge: Judge | None
+) -> tuple[str, tuple[str, ...], ScoreResult, JudgeOutcome]:
+    """A judged turn: the answer after its extraction steps, graded by the judge."""
+    if judge is None:
+        raise RuntimeError(f"case {case.id!r} is judged but the run has no judge (items skip it without one)")
+    steps = pipeline_for(turn.scorer, turn.answer_steps, turn.options)
+    extracted = extract(answer, steps)
+    outcome = judge.grade(case, turn, extracted)
+    return extracted, steps, ScoreResult(outcome.score, "" if outcome.error else outcome.summary()), outcome
+
+
 def evaluate(
     case: Case,
     model: str,
@@ -133,10 +157,12 @@ def evaluate(
     box_convention: str | None = None,
     resized_sizes: tuple[tuple[int, int], ...] = (),
     pixels: tuple[int | None, int | None] = (None, None),
+    judge: Judge | None = None,
 ) -> CaseResult:
     """Score each turn's answer after its extraction steps (``scoring/extract.py``). `box_convention` and
     `resized_sizes` (the model-input size of each image, for conventions in input pixels) say how the model
-    writes boxes (see families.box_context); `pixels` are the case's effective resolution limits."""
+    writes boxes (see families.box_context); `pixels` are the case's effective resolution limits; `judge` grades
+    the turns of ``scorer: judge``."""
     result = CaseResult(
         model=model,
         file=str(case.path),
@@ -154,8 +180,17 @@ def evaluate(
         if turn.scorer == "iou" and sizes is None:
             sizes = _image_sizes(case)  # read only where a box is scored
         context = turn_context(turn, sizes or (), box_convention=box_convention, resized_sizes=resized_sizes)
-        extracted, steps, scored = score_turn(turn, answer, context)
-        passed = scored.score >= turn.threshold
+        judged: JudgeOutcome | None = None
+        fallback: dict[str, Any] | None = None
+        if turn.scorer == "judge":
+            extracted, steps, scored, judged = judge_turn(case, turn, answer, judge)
+            if judged.error is not None and result.error is None:
+                result.error, result.judge_error = judged.error, True
+        else:
+            extracted, steps, scored = score_turn(turn, answer, context)
+            if turn.scorer == "choice" and scored.parse_failed and judge is not None:  # VLMEvalKit's fallback
+                scored, fallback = judge.choose(case, turn, extracted)
+        passed = scored.score >= turn.threshold and (judged is None or judged.error is None)
         result.turns.append(
             TurnResult(
                 question=turn.shown_question,
@@ -170,7 +205,8 @@ def evaluate(
                 prompt=prediction.prompts[n] if n < len(prediction.prompts) else turn.question,
                 extracted=extracted,
                 answer_steps=list(steps),
-                format_issue=None if passed else format_issue(turn, answer, context),
+                format_issue=None if passed or judged is not None else format_issue(turn, answer, context),
+                judge=judged.to_dict() if judged is not None else fallback,
             )
         )
     return result
@@ -188,7 +224,9 @@ def failure_message(case: Case, result: CaseResult) -> str:
     lines = [f"case {case.id!r} on model {result.model!r} ({_rel(str(case.path))}:{case.line})"]
     label = "image" if len(case.images) == 1 else "images"
     lines.append(f"  {label + ':':<10}{', '.join(_rel(str(p)) for p in case.images)}")
-    if result.error is not None:
+    if result.error is not None and result.judge_error:
+        lines.append(f"  ERROR of the judge, not of the model (its answer is shown, not scored): {result.error}")
+    elif result.error is not None:
         lines.append(f"  {'error:':<10}{result.error}")
     for n, turn in enumerate(case.turns):
         prefix = f"  turn {n + 1}/{len(case.turns)}" if case.is_dialogue else ""
@@ -206,11 +244,14 @@ def failure_message(case: Case, result: CaseResult) -> str:
             if tr.extracted != tr.answer:
                 lines.append(f"{pad}{'scored:':<10}{tr.extracted!r} (after {', '.join(tr.answer_steps)})")
             status = "ok" if tr.passed else "FAILED"
+            if tr.judge is not None and tr.judge.get("error"):
+                lines.append(f"{pad}{'score:':<10}not scored: the judge's verdict is missing")
+                continue
             lines.append(
                 f"{pad}{'score:':<10}{tr.score:.3f} {verdict} threshold {tr.threshold:g} ({tr.scorer}) {status}"
             )
             if tr.detail:
-                lines.append(f"{pad}{'detail:':<10}{tr.detail}")
+                lines.append(f"{pad}{'judge:' if tr.judge else 'detail:':<10}{tr.detail}")
             if tr.format_issue:
                 lines.append(f"{pad}{'format:':<10}{tr.format_issue}")
         else:

@@ -17,6 +17,12 @@ from pytest_vleval.scoring.text import compile_regex, score_anls, score_contains
 from pytest_vleval.scoring.vqa import VQA_MODES, score_any_of, score_exact_normalized, score_vqa
 
 
+def _run_by_the_judge(
+    prediction: str, reference: tuple[Any, ...], options: Mapping[str, Any], context: ScoreContext
+) -> ScoreResult:
+    raise RuntimeError("scorer 'judge' asks a judge model: scoring/judge.py grades its turns, not score()")
+
+
 def _scorer(
     name: str,
     func: ScorerFunc,
@@ -119,6 +125,16 @@ SCORERS: dict[str, Scorer] = {
             "`choices` are rendered under the question. 0/1.",
         ),
         _scorer(
+            "judge",
+            _run_by_the_judge,
+            "expected",
+            "A judge model grades the answer on a rubric (`rubric:` correctness, description, helpfulness, or your "
+            "own), against `expected` as the reference answer where given; the score is the verdict on 0..1 "
+            "(1 to 5 -> 0, 0.25, ..., 1), the mean of --vl-judge-repeat verdicts. Needs --vl-judge. Default "
+            "threshold 0.75: 4 of 5.",
+            default_threshold=0.75,
+        ),
+        _scorer(
             "iou",
             score_iou,
             "box",
@@ -206,6 +222,8 @@ def validate_reference(name: str, reference: Any, options: Mapping[str, Any] | N
             raise ValueError(f"'box' {list(items)} must have x1 < x2 and y1 < y2 (xyxy, not xywh?)")
         return
     if not items:
+        if name == "judge":  # the reference answer is optional; the rubric says whether it needs one
+            return
         raise ValueError(f"scorer {name!r} needs at least one entry in {key!r}")
     for item in items:
         if isinstance(item, bool):
