@@ -132,7 +132,9 @@ def test_record_holds_run_models_cases_and_aggregates(suite_project: pytest.Pyte
         "extracted",
         "answer_steps",
         "format_issue",
+        "judge",
     }
+    assert turn["judge"] is None  # only a judged turn has a verdict
     assert turn["prompt"] == "say: red" and turn["extracted"] == "red" and turn["format_issue"] is None
     assert first["vision_tokens"] is None and first["pixels"] == [None, None]  # a hook backend that cannot count
     dialogue = cases[-1]
@@ -164,6 +166,7 @@ def test_failed_errored_and_xfailed_cases_are_recorded(suite_project: pytest.Pyt
         "passed": 0,
         "failed": 2,
         "errors": 1,
+        "judge_errors": 0,
         "parse_failures": 0,
         "format_failures": 0,
         "accuracy": 0.0,

@@ -3,12 +3,13 @@
 
 - ``correctness`` (text only, as the plugin sends it by default): the question, the reference answer and an
   answer as a model gives it (``red``, ``Red.``, ``The answer is red.``, ``答案是红色。``); right -> 5, another
-  answer of the same kind -> 1, with the two answers in the reason.
+  answer of the same kind -> 1; the reason names both answers ("It says blue; the reference answer is red.").
 - ``description`` (with the image): a caption of the scene with none, one or two colour/shape words swapped, or a
-  caption of another scene: 5, 3, 1, 1.
+  caption of another scene: 5, 3, 1, 1; the reason says what the description says and what the image shows.
 
-The verdict is always ``{"score": n, "reason": "..."}``. Examples are `scenes.Example`s, so the trainer's chat
-rendering and answer-only labels apply unchanged."""
+The verdict is always ``{"reason": "...", "score": n}``, the reason first: a model this small cannot decide
+the score before it has written out what it compares (trained score-first, it judged at chance). Examples are
+`scenes.Example`s, so the trainer's chat rendering and answer-only labels apply unchanged."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ _SWAPPABLE = {"colour": tuple(COLOURS), "shape": SHAPES}
 
 
 def verdict_text(score: int, reason: str) -> str:
-    return json.dumps({"score": score, "reason": reason}, ensure_ascii=False)
+    """The verdict as the template asks for it: the reason first, so the score follows what the reason spelled
+    out (the two answers side by side; the scene as the judge sees it)."""
+    return json.dumps({"reason": reason, "score": score}, ensure_ascii=False)
 
 
 def _as_given(rng: random.Random, answer: str, lang: str) -> str:
@@ -56,7 +59,7 @@ def _correctness(rng: random.Random, seed: int, size: int) -> Example:
     right = rng.random() < 0.5
     said = truth if right else _other_answer(task, seed, lang, truth)
     prompt = judge_prompt(RUBRICS["correctness"], question, _as_given(rng, said, lang), truth, rng.randrange(4))
-    score, reason = (5, "It gives the reference answer.") if right else (1, f"It says {said}, not {truth}.")
+    score, reason = (5 if right else 1), f"It says {said}; the reference answer is {truth}."
     meta = {"rubric": "correctness", "score": score}
     return Example("judge", seed, (), ((prompt.text, verdict_text(score, reason)),), meta=meta)
 
@@ -76,13 +79,15 @@ def _description(rng: random.Random, seed: int, size: int) -> Example:
     question, caption = base.turns[0]
     draw = rng.random()
     if draw < 0.1:
-        said, score, reason = make_example("caption", seed + 104729).turns[0][1], 1, "It does not match the image."
+        said, score = make_example("caption", seed + 104729).turns[0][1], 1
     else:
         wrong = 0 if draw < 0.5 else 1 if draw < 0.8 else 2
         wrong = min(wrong, len(re.findall("|".join(w for v in _SWAPPABLE.values() for w in v), caption)))
         said = _swap(rng, caption, wrong)
-        score, reason = {0: (5, "Everything it names is in the image."), 1: (3, "One colour or shape is wrong."),
-                         2: (1, "It does not match the image.")}[wrong]  # fmt: skip
+        score = {0: 5, 1: 3, 2: 1}[wrong]
+    # The reason puts the description and the image's own caption side by side (the built-in model captions
+    # perfectly), so the score compares neighbouring words; with only the caption it gave 5 to everything.
+    reason = f"It says {said}; the image shows {caption}."
     prompt = judge_prompt(RUBRICS["description"], question, _as_given(rng, said, "en"), None, rng.randrange(4))
     return Example(
         "judge", seed, base.scenes, ((prompt.text, verdict_text(score, reason)),),

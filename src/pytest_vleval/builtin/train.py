@@ -207,22 +207,43 @@ def train(
     }
     start = time.time()
     stepper = _Stepper(model, optimizer, aux_heads(cfg["text_hidden"]), aux_weight, centre_obj_aux)
+
+    def snapshot(step: int) -> None:
+        if v0_out is not None and v0_steps == step:
+            v0_log = {**log, "snapshot_of_step": step, "train_seconds": round(time.time() - start, 1)}
+            _finish(model, processor, v0_out, v0_log, eval_per_task, size, "v0 accuracy")
+            model.train()
+
+    log["train_seconds"] = run_steps(model, stepper, batches, steps, lr, warmup, log_every, after_step=snapshot)
+    _finish(model, processor, out, log, eval_per_task, size, "accuracy")
+    print(f"saved {out} after {log['train_seconds']:.0f}s of training", flush=True)
+    return log
+
+
+def run_steps(
+    model: Any,
+    stepper: _Stepper,
+    batches: Any,
+    steps: int,
+    lr: float,
+    warmup: int,
+    log_every: int,
+    after_step: Any = None,
+) -> float:
+    """The training loop: warm-up then cosine learning rate, one `stepper` step per batch, a progress line every
+    `log_every` steps, `after_step(step)` after each (1-based); returns the seconds it took."""
+    start = time.time()
     model.train()
     for step in range(steps):
-        for group in optimizer.param_groups:
+        for group in stepper.optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
         stepper.step(next(batches))
         if (step + 1) % log_every == 0 or step == 0:
             print(f"step {step + 1}/{steps} {stepper.progress(time.time() - start)}", flush=True)
-        if v0_out is not None and v0_steps == step + 1:
-            v0_log = {**log, "snapshot_of_step": step + 1, "train_seconds": round(time.time() - start, 1)}
-            _finish(model, processor, v0_out, v0_log, eval_per_task, size, "v0 accuracy")
-            model.train()
-    log["train_seconds"] = round(time.time() - start, 1)
+        if after_step is not None:
+            after_step(step + 1)
     stepper.hook.remove()
-    _finish(model, processor, out, log, eval_per_task, size, "accuracy")
-    print(f"saved {out} after {log['train_seconds']:.0f}s of training", flush=True)
-    return log
+    return round(time.time() - start, 1)
 
 
 def _new_model(cfg: dict[str, Any], seed: int, vocab_size: int) -> tuple[Any, Any]:

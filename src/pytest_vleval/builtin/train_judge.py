@@ -16,14 +16,13 @@ import math
 import os
 import random
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_vleval.builtin.judge_data import judge_example
 from pytest_vleval.builtin.scenes import HELD_OUT_SEED_BASE, Example
-from pytest_vleval.builtin.train import _lr_at, _optimizer, _save, _Stepper
+from pytest_vleval.builtin.train import _optimizer, _save, _Stepper, run_steps
 from pytest_vleval.builtin.train_data import answer_labels, messages_for, training_text
 
 __all__ = ["evaluate_judge", "train_judge"]
@@ -73,7 +72,7 @@ def evaluate_judge(model: Any, processor: Any, n: int = 200, batch_size: int = 1
         prompts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
         inputs = _inputs(processor, prompts, chunk)
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=48, do_sample=False)
+            out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
         texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         for e, text in zip(chunk, texts, strict=True):
             try:
@@ -104,16 +103,7 @@ def train_judge(
         "base": base.name, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
         "template": "judge-v1", "torch_threads": threads,
     }  # fmt: skip
-    start = time.time()
-    model.train()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup)
-        stepper.step(next(batches))
-        if (step + 1) % log_every == 0 or step == 0:
-            print(f"step {step + 1}/{steps} {stepper.progress(time.time() - start)}", flush=True)
-    log["train_seconds"] = round(time.time() - start, 1)
-    stepper.hook.remove()
+    log["train_seconds"] = run_steps(model, stepper, batches, steps, lr, warmup, log_every)
     if eval_n:
         log["heldout_verdict_accuracy"] = evaluate_judge(model, processor, eval_n)
         print(f"held-out verdict accuracy: {log['heldout_verdict_accuracy']}", flush=True)
