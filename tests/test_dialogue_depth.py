@@ -40,8 +40,12 @@ cases:
 
 def test_turns_held_in_the_record_summary_and_table(fake_project: pytest.Pytester) -> None:
     (fake_project.path / "test_dialogues.yaml").write_text(DIALOGUES)
-    result = fake_project.runpytest("--vl-model=fake", "--vl-no-cache", "--vl-json=run.json", "-p", "no:cacheprovider")
+    result = fake_project.runpytest(
+        "--vl-model=fake", "--vl-no-cache", "--vl-json=run.json", "--vl-report=report.html", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=2, failed=2)
+    # The HTML report's model details say it too.
+    assert "dialogue depth: 3 dialogues, 1.67 turns held on average" in (fake_project.path / "report.html").read_text()
     result.stdout.fnmatch_lines(
         ["*dialogue depth: 3 dialogues, 1.67 turns held on average (turns held: dialogues 0: 1, 2: 1, 3: 1); "
          "all turns held: 1/3"]

@@ -13,7 +13,7 @@ import pytest
 from pytest_vleval.scoring.judge_prompt import RUBRICS, VARIANTS, judge_prompt, template_sha256, template_text
 from pytest_vleval.scoring.verdicts import VerdictError, parse_verdict
 
-from .conftest import FAKE_BACKEND_CONFTEST
+from .conftest import FAKE_BACKEND_CONFTEST, make_png
 
 # --- reading a verdict ------------------------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def test_the_prompt_is_the_shipped_template_with_its_sections_in_the_variant_ord
     first = judge_prompt(rubric, "What colour is it?", "Red.", "red", 0).text
     assert first.startswith("Grade the answer to a question about the image.\nRubric: 5 = it gives")
     assert "\nQuestion: What colour is it?\nReference answer: red\nAnswer to grade: Red.\n" in first
-    assert first.endswith('Reply with JSON only: {"score": <1 to 5>, "reason": "<one sentence>"}')
+    assert first.endswith('Reply with JSON only, the reason first: {"reason": "<one sentence>", "score": <1 to 5>}')
     lines = {k: judge_prompt(rubric, "q", "a", "r", k).text.splitlines()[1:5] for k in range(len(VARIANTS))}
     assert len({tuple(v) for v in lines.values()}) == 4
     assert judge_prompt(rubric, "q", "a", "r", 5).variant == 1  # repeats cycle through the four orders
@@ -452,3 +452,92 @@ def test_choice_answers_the_rules_cannot_read_go_to_the_judge(judged: pytest.Pyt
     assert ocean["detail"] == "read B by judge stub-judge (choice-v1): right"
     assert ocean["judge"]["fallback"] == "choice" and ocean["judge"]["letter"] == "B" and ocean["judge"]["raw"] == "B"
     assert cases["letter"]["turns"][0]["judge"] is None
+
+
+# --- the built-in judge, in process and behind a real `transformers serve` ---------------------------------------
+# Each run is a subprocess: torch imported inside an in-process pytester run is dropped from sys.modules after
+# it, and importing it again in the same process crashes.
+
+SCRIPTED = """
+ANSWERS = {
+    "What colour is the circle?": "Red.",
+    "What shape is on the left?": "The answer is square.",
+    "Which shape is blue?": "triangle",
+    "How many circles are there?": "4",
+}
+
+class Scripted:
+    def __init__(self, spec):
+        self.spec = spec
+        self.info = {"device": "cpu", "architecture": "Scripted"}
+
+    def generate(self, conversations):
+        return [ANSWERS[c.question] for c in conversations]
+
+    def close(self):
+        pass
+
+def pytest_vleval_load_model(config, spec, options):
+    return Scripted(spec) if spec.requested == "scripted" else None
+"""
+
+BUILTIN_JUDGED = """
+defaults: {scorer: judge}
+cases:
+  - {id: right, image: images/red.png, question: 'What colour is the circle?', expected: red}
+  - {id: sentence, image: images/red.png, question: 'What shape is on the left?', expected: square}
+  - {id: wrong, image: images/red.png, question: 'Which shape is blue?', expected: circle}
+  - {id: count, image: images/red.png, question: 'How many circles are there?', expected: '3'}
+"""
+
+
+# What the shipped tiny-judge gives the scripted answers (right, right in a sentence, wrong, wrong count).
+BUILTIN_JUDGE_SCORES = {"right": 5, "sentence": 5, "wrong": 1, "count": 1}
+
+
+@pytest.fixture
+def scripted(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(SCRIPTED)
+    make_png(pytester.path / "images" / "red.png")
+    pytester.makefile(".yaml", test_judged=BUILTIN_JUDGED)
+    return pytester
+
+
+def _verdicts(project: pytest.Pytester) -> dict[str, list]:
+    return {c["case_id"]: [t["judge"] for t in c["turns"]] for c in record(project)["cases"]}
+
+
+def test_the_built_in_judge_grades_right_and_wrong_answers(scripted: pytest.Pytester) -> None:
+    """Its verdicts are in the strict format; the pinned scores are what the shipped weights give (the README's
+    table), not a claim of wisdom: its reasons copy the answers imperfectly."""
+    scripted.runpytest_subprocess("--vl-model=scripted", "--vl-judge=tiny-judge", "--vl-json=run.json")
+    verdicts = _verdicts(scripted)
+    assert all(v[0]["error"] is None and v[0]["verdicts"][0]["parsed_by"] == "json" for v in verdicts.values())
+    assert {k: v[0]["verdicts"][0]["score"] for k, v in verdicts.items()} == BUILTIN_JUDGE_SCORES
+
+
+def test_the_judge_behind_transformers_serve_gives_the_in_process_verdicts(
+    scripted: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The protocol and the parsing, not the judge's wisdom: the built-in judge served over HTTP reads the same
+    prompts and gives the same verdicts as in process."""
+    from pytest_vleval.builtin import BUILTIN_MODELS
+
+    from .test_openai_backend import serve
+
+    server = serve(BUILTIN_MODELS["tiny-judge"], tmp_path_factory.mktemp("serve-judge"))
+    try:
+        judge = f"openai://127.0.0.1:{server.port}/v1/tiny-judge"
+        scripted.runpytest_subprocess("--vl-model=scripted", f"--vl-judge={judge}", "--vl-json=run.json", "--vl-no-cache")
+        over_http = _verdicts(scripted)
+    finally:
+        server.stop()
+    scripted.runpytest_subprocess("--vl-model=scripted", "--vl-judge=tiny-judge", "--vl-json=run.json", "--vl-no-cache")
+    in_process = _verdicts(scripted)
+    strip = ("fingerprint", "judge")
+    assert [[{k: v for k, v in t.items() if k not in strip} for t in ts] for ts in over_http.values()] == [
+        [{k: v for k, v in t.items() if k not in strip} for t in ts] for ts in in_process.values()
+    ]
+    assert over_http["right"][0]["judge"] == "127.0.0.1-tiny-judge" or over_http["right"][0]["judge"].endswith(
+        "tiny-judge"
+    )

@@ -54,7 +54,7 @@ def test_long_dialogues_alternate_shapes_and_refer_back(length: int) -> None:
 
 def test_tiny_holds_two_turns_and_drifts_after(pytester: pytest.Pytester) -> None:
     """The built-in model was trained on two-turn dialogues: it holds those, then drifts (the README's numbers)."""
-    result = pytester.runpytest(str(SUITES / "dialogues"), f"--rootdir={ROOT}", "--vl-no-cache",
+    result = pytester.runpytest_subprocess(str(SUITES / "dialogues"), f"--rootdir={ROOT}", "--vl-no-cache",
                                 f"--vl-json={pytester.path / 'run.json'}", "-p", "no:cacheprovider")  # fmt: skip
     record = json.loads((pytester.path / "run.json").read_text())
     depth = record["models"][0]["dialogue"]

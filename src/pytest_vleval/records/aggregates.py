@@ -88,7 +88,7 @@ def judge_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     graded = [t for t in turns if t["judge"].get("fallback") is None]
     if not turns:
         return None
-    identities = sorted({judge_identity(t) for t in turns} - {None}, key=str)
+    identities = sorted({i for i in map(judge_identity, turns) if i is not None}, key=str)
     verdicts = [v for t in turns for v in t["judge"].get("verdicts") or []]
     agreements = [float(t["judge"]["agreement"]) for t in turns if t["judge"].get("agreement") is not None]
     return {
