@@ -528,7 +528,9 @@ def test_the_judge_behind_transformers_serve_gives_the_in_process_verdicts(
     server = serve(BUILTIN_MODELS["tiny-judge"], tmp_path_factory.mktemp("serve-judge"))
     try:
         judge = f"openai://127.0.0.1:{server.port}/v1/tiny-judge"
-        scripted.runpytest_subprocess("--vl-model=scripted", f"--vl-judge={judge}", "--vl-json=run.json", "--vl-no-cache")
+        scripted.runpytest_subprocess(
+            "--vl-model=scripted", f"--vl-judge={judge}", "--vl-json=run.json", "--vl-no-cache"
+        )
         over_http = _verdicts(scripted)
     finally:
         server.stop()
