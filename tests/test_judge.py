@@ -443,9 +443,10 @@ def test_choice_answers_the_rules_cannot_read_go_to_the_judge(judged: pytest.Pyt
     )
     prompts = [c["prompt"] for c in calls(judged)]
     assert len(prompts) == 2, "a letter the rules read is not sent to the judge"
-    assert (
-        "Question: say: The colour of the ocean.\nOptions: A. red B. blue\nAnswer: The colour of the ocean."
-        in prompts[0]
+    # VLMEvalKit fills its template this way: a "?" after the question, the options as build_option_str writes them.
+    assert prompts[0].endswith(
+        "Example 3: \nQuestion: say: The colour of the ocean.?\nOptions: There are several options: \nA. red\n"
+        "B. blue\n\nAnswer: The colour of the ocean.\nYour output: "
     )
     cases = {c["case_id"]: c for c in record(judged)["cases"]}
     ocean = cases["ocean"]["turns"][0]

@@ -116,10 +116,10 @@ def judge_prompt(
 
 
 def choice_prompt(question: str, options: dict[str, str], answer: str) -> str:
-    """VLMEvalKit's prompt for matching a free answer to one option (``Z`` when none matches)."""
-    rendered = " ".join(f"{letter}. {text}" for letter, text in options.items())
-    return (
-        string.Template(template_text(CHOICE_TEMPLATE))
-        .substitute(question=_one_line(question), options=rendered, answer=_one_line(answer))
-        .rstrip("\n")
+    """VLMEvalKit's prompt for matching a free answer to one option (``Z`` when none matches), filled as its
+    ``extract_answer_from_item`` fills it (vlmeval/dataset/utils/multiple_choice.py): the question, the options
+    as ``build_option_str`` writes them, the answer. The template file is its text verbatim."""
+    rendered = "There are several options: \n" + "".join(f"{letter}. {text}\n" for letter, text in options.items())
+    return string.Template(template_text(CHOICE_TEMPLATE)).substitute(
+        question=question, options=rendered, answer=answer
     )
