@@ -16,6 +16,10 @@ __all__ = ["load_backend"]
 
 
 def load_backend(spec: ModelSpec, options: VlOptions) -> Backend:
+    if options.serve is not None and not is_openai_spec(spec.source):
+        from pytest_vleval.backends.managed import ManagedBackend
+
+        return ManagedBackend(spec, options)
     if is_openai_spec(spec.source):
         from pytest_vleval.backends.openai import OpenAIBackend
 

@@ -104,3 +104,5 @@ class VlOptions:
     report: ReportOptions = field(default_factory=ReportOptions)
     judge: str | None = None  # --vl-judge: the model that grades the cases of scorer judge
     judge_repeat: int = 1  # --vl-judge-repeat: verdicts per judged answer
+    serve: str | None = None  # --vl-serve: the engine command ({model}, {port}) started for each model
+    serve_timeout: float = 600.0

@@ -79,6 +79,22 @@ FLAGS: tuple[Flag, ...] = (
         ini_default="1",
     ),
     Flag(
+        "--vl-serve",
+        "Start an OpenAI-compatible engine for each --vl-model and test through it: a preset (transformers, vllm, "
+        "sglang) or a command holding {port} and {model}, e.g. 'vllm serve {model} --port {port} "
+        "--tensor-parallel-size 2'. The engine is stopped after its model's cases, on Ctrl-C and on failure. "
+        + _default("vl_serve", "off"),
+        metavar="PRESET|COMMAND",
+        ini="vl_serve",
+    ),
+    Flag(
+        "--vl-serve-timeout",
+        "Seconds to wait for a --vl-serve engine to answer /health. " + _default("vl_serve_timeout", 600),
+        metavar="SECONDS",
+        ini="vl_serve_timeout",
+        ini_default="600",
+    ),
+    Flag(
         "--vl-device",
         f"Device to run models on: {DEVICES_HELP}. "
         + _default("vl_device", "auto (cuda if available, then mps, else cpu)"),

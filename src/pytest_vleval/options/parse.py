@@ -99,11 +99,14 @@ def parse_options(config: pytest.Config) -> VlOptions:
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
         raise pytest.UsageError(f"--vl-min-pixels={min_pixels} is above --vl-max-pixels={max_pixels}")
     judge = (_value(config, "vl_judge", "vl_judge") or "").strip() or None
+    serve, serve_timeout = _serve(config)
     judge_repeat = integer(_value(config, "vl_judge_repeat", "vl_judge_repeat"), "--vl-judge-repeat")
     return VlOptions(
         models=tuple(dict.fromkeys(models)),
         judge=judge,
         judge_repeat=judge_repeat,
+        serve=serve,
+        serve_timeout=serve_timeout,
         device=device,
         dtype=dtype,
         max_new_tokens=integer(_value(config, "vl_max_new_tokens", "vl_max_new_tokens"), "--vl-max-new-tokens"),
@@ -125,6 +128,27 @@ def parse_options(config: pytest.Config) -> VlOptions:
         bench=_bench_options(config),
         report=_report_options(config),
     )
+
+
+def _serve(config: pytest.Config) -> tuple[str | None, float]:
+    """--vl-serve's command (a preset expanded) and how long to wait for it."""
+    from pytest_vleval.backends.managed import engine_command
+
+    raw = _value(config, "vl_serve", "vl_serve")
+    command = None
+    if raw and raw != "None":
+        try:
+            command = engine_command(raw)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--vl-serve: {exc}") from None
+    raw_timeout = _value(config, "vl_serve_timeout", "vl_serve_timeout")
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise pytest.UsageError(f"--vl-serve-timeout={raw_timeout!r}: expected a positive number of seconds")
+    return command, timeout
 
 
 def _pixels(config: pytest.Config, dest: str, flag: str) -> int | None:

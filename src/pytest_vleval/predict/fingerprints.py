@@ -254,6 +254,9 @@ class ModelFingerprints:
             "dtype": self.options.dtype,
             "quantization": self.options.quantization,
             "trust_remote_code": self.options.trust_remote_code,
+            # served by an engine the plugin starts: its answers are that engine's (absent otherwise, so keys made
+            # before --vl-serve existed still match)
+            **({"serve": self.options.serve} if self.options.serve else {}),
         }
 
     def _files_fingerprint(self, spec: ModelSpec) -> ModelFingerprint:
