@@ -26,6 +26,18 @@ cases:
 """
 
 
+@pytest.fixture(autouse=True)
+def _engine_logs_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Engine logs (kept when an engine fails) land in the test's folder, not in /tmp."""
+    import tempfile
+
+    logs = tmp_path / "engine-logs"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))
+    monkeypatch.setenv("TMPDIR", str(logs))
+    return logs
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -103,6 +115,11 @@ def test_transformers_serve_is_started_used_and_stopped(
     backend = model["backend"]
     assert backend["architecture"] == "OpenAI-compatible server" and backend["engine"].startswith("transformers serve")
     assert not _alive(int(backend["engine_pid"])), "the engine outlived the run"
+    assert not list(
+        Path(os.environ.get("TMPDIR", "/tmp")).glob(
+            f"vleval-engine-*-{backend['engine'].split('--port ')[1].split()[0]}.log"
+        )
+    )
 
 
 def test_ctrl_c_stops_the_engine(pytester: pytest.Pytester, random_qwen3vl: Path) -> None:
@@ -110,7 +127,7 @@ def test_ctrl_c_stops_the_engine(pytester: pytest.Pytester, random_qwen3vl: Path
     command = _transformers_serve()
     make_png(pytester.path / "images" / "red.png")
     pytester.makefile(".yaml", test_suite=SUITE)
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+    log_dir = Path(os.environ["TMPDIR"])
     before = set(log_dir.glob("vleval-engine-*.log"))
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", f"--vl-model={random_qwen3vl}", f"--vl-serve={command}", "--vl-no-cache",

@@ -159,10 +159,12 @@ class ManagedBackend(OpenAIBackend):
             self.engine.stop()
             raise
         pid = self.engine.process.pid if self.engine.process is not None else None
-        self.info.update({"engine": self.engine.command, "engine_pid": pid, "engine_log": str(self.engine.log)})
+        self.info.update({"engine": self.engine.command, "engine_pid": pid})
 
     def close(self) -> None:
+        """Stop the engine; its log is kept only where an error message named it (it did not start)."""
         try:
             super().close()
         finally:
             self.engine.stop()
+            self.engine.log.unlink(missing_ok=True)
