@@ -258,6 +258,10 @@ def test_verdicts_are_cached_and_a_changed_judge_asks_again(
     again = judged.runpytest(*args)
     again.assert_outcomes(passed=3, failed=1, errors=1)
     assert len(calls(judged)) == 5, "unchanged answers and judge: every verdict from the cache"
+    # The fake model's answers are not cached (no fingerprint): the verdicts alone still mark the folder as a cache.
+    cache = judged.path / ".vleval" / "cache"
+    assert (cache / ".gitignore").exists() and (cache / "CACHEDIR.TAG").exists()
+    assert len(list((cache / "verdicts").glob("stub-judge-*/*.json"))) == 5
     judge = record(judged)["models"][0]["judge"]
     assert (judge["verdicts"], judge["cached"]) == (4, 4)
     again.stdout.fnmatch_lines(["*4 verdicts (4 from the verdict cache)*"])

@@ -7,6 +7,7 @@ prompt, questions, generation budget). Nothing here imports torch: a fully cache
 Layout under the cache folder (default ``.vleval/cache`` in the rootdir)::
 
     answers/<model label>-<model fingerprint[:16]>/<entry key>.json   one answered case
+    verdicts/<judge label>-<judge fingerprint[:16]>/<key>.json        one judge reply (predict/judging.py)
     file-hashes/<sha256 of the path>.json                              content hashes of big files,
                                                                        reused while (size, mtime_ns) match
 """
@@ -108,11 +109,38 @@ class AnswerCache:
         self._file_hashes[memo_key] = digest
         return digest
 
+    def _folder(self, kind: str, label: str, key: str) -> Path:
+        return self.root / kind / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', label)[:60]}-{key[:16]}"
+
     def entry_path(self, model: ModelFingerprint, case_fingerprint: str) -> Path:
         assert model.key is not None
         key = sha256_text(model.key + ":" + case_fingerprint)
-        label = re.sub(r"[^A-Za-z0-9_.-]", "_", model.label)[:60]
-        return self.root / "answers" / f"{label}-{model.key[:16]}" / f"{key}.json"
+        return self._folder("answers", model.label, model.key) / f"{key}.json"
+
+    def verdict_path(self, judge: str, judge_key: str, content: dict[str, Any]) -> Path:
+        """Where the judge's reply to `content` (template, prompt, settings, images: what could change it) lives."""
+        digest = sha256_text(json.dumps({"format": CACHE_FORMAT, "judge": judge_key, **content}, sort_keys=True))
+        return self._folder("verdicts", judge, judge_key) / f"{digest}.json"
+
+    def get_verdict(self, path: Path) -> str | None:
+        """The stored reply, or None (absent, unreadable, or --vl-refresh)."""
+        if not self.read:
+            return None
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        reply = data.get("reply") if isinstance(data, dict) else None
+        return reply if isinstance(reply, str) else None
+
+    def put_verdict(self, path: Path, reply: str) -> None:
+        """Store one judge reply; a failure to write is remembered for the summary, never raised."""
+        record = {"format": CACHE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reply": reply}
+        try:
+            self._prepare_root()
+            write_atomic(path, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        except OSError as exc:
+            self.write_error = f"{type(exc).__name__}: {exc}"
 
     def get(self, model: ModelFingerprint, case_fingerprint: str, turns: int) -> dict[str, Any] | None:
         """The stored entry, or None (absent, unreadable, or not for exactly this model and case)."""
