@@ -100,12 +100,12 @@ def make_judge(
 ) -> JudgeRunner:
     """The judge of --vl-judge: its own pool (resident beside the model under test), the answer cache's folder
     and fingerprints for its verdict cache."""
-    from pytest_vleval.backends.registry import resolve_models
+    from pytest_vleval.backends.registry import resolve_model
     from pytest_vleval.predict.fingerprints import ModelFingerprints, third_party_loaders
 
     assert options.judge is not None
     try:
-        (spec,) = resolve_models([options.judge], rootdir=Path(config.rootpath))
+        spec = resolve_model(options.judge, rootdir=Path(config.rootpath))
     except ValueError as exc:
         raise pytest.UsageError(f"--vl-judge: {exc}") from None
     pool = ModelPool(load)

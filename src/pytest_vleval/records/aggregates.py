@@ -54,8 +54,7 @@ def summarise(values: Iterable[float | None]) -> dict[str, float | int] | None:
 def aggregate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts, pass rate ("accuracy") and mean score of some case entries. A case whose judge failed
     (`judge_error`) was not scored: it counts among the errors, not in the accuracy or the mean score."""
-    unscored = sum(bool(c.get("judge_error")) for c in cases)
-    scored = [c for c in cases if not c.get("judge_error")] if unscored else cases
+    scored = [c for c in cases if not c.get("judge_error")]
     n = len(scored)
     passed = sum(bool(c["passed"]) for c in scored)
     return {
@@ -63,7 +62,7 @@ def aggregate(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "passed": passed,
         "failed": n - passed,
         "errors": sum(c.get("error") is not None for c in cases),
-        "judge_errors": unscored,
+        "judge_errors": len(cases) - n,
         "parse_failures": sum(bool(t.get("parse_failed")) for c in cases for t in c.get("turns", [])),
         # Failed turns with the right content in the wrong form (scoring/diagnosis.py), apart from wrong answers.
         "format_failures": sum(bool(t.get("format_issue")) for c in cases for t in c.get("turns", [])),
@@ -85,9 +84,9 @@ def judge_summary(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     asked and reused from the cache, repeats, mean agreement between repeats, unreadable verdicts; None without
     judged turns."""
     turns = [t for c in cases for t in c.get("turns", []) if t.get("judge")]
-    graded = [t for t in turns if t["judge"].get("fallback") is None]
     if not turns:
         return None
+    graded = [t for t in turns if t["judge"].get("fallback") is None]
     identities = sorted({i for i in map(judge_identity, turns) if i is not None}, key=str)
     verdicts = [v for t in turns for v in t["judge"].get("verdicts") or []]
     agreements = [float(t["judge"]["agreement"]) for t in turns if t["judge"].get("agreement") is not None]

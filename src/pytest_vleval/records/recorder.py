@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,14 +50,19 @@ def attach_result(item: pytest.Item, kind: str, data: dict[str, Any]) -> None:
     item.user_properties.append((PROPERTY, {"kind": kind, "data": data}))
 
 
+def attached_results(report: pytest.TestReport) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The (kind, data) results `attach_result` put on the report's item."""
+    for name, value in report.user_properties:
+        if name == PROPERTY and isinstance(value, dict) and value.get("kind") in KINDS:
+            yield str(value["kind"]), value["data"]
+
+
 def judge_error_status(report: pytest.TestReport) -> tuple[str, str, str] | None:
     """The terminal status of a case whose judge failed: ERROR (E), not FAILED: the model is not blamed."""
     if report.when != "call" or not report.failed:
         return None
-    for name, value in report.user_properties:
-        if name == PROPERTY and isinstance(value, dict) and value.get("kind") == "case":
-            if value["data"].get("judge_error"):
-                return "error", "E", "ERROR"
+    if any(kind == "case" and data.get("judge_error") for kind, data in attached_results(report)):
+        return "error", "E", "ERROR"
     return None
 
 
@@ -146,9 +151,8 @@ class Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" or is_worker(self.config):  # a worker's results reach its controller
             return
-        for name, value in report.user_properties:
-            if name == PROPERTY and isinstance(value, dict) and value.get("kind") in KINDS:
-                self._receive(str(value["kind"]), value["data"], report)
+        for kind, data in attached_results(report):
+            self._receive(kind, data, report)
 
     def _receive(self, kind: str, data: dict[str, Any], report: pytest.TestReport) -> None:
         rootdir = Path(self.config.rootpath)
