@@ -188,7 +188,7 @@ def free_port() -> int:
 
 def http_backend(spec: str, *, backoff: float = 0.01, **overrides: object) -> OpenAIBackend:
     backend = OpenAIBackend(resolve_model(spec), options(**overrides))
-    backend.backoff = backoff
+    backend.http.backoff = backoff
     return backend
 
 
@@ -806,7 +806,7 @@ def test_generate_timed_reports_failures(stub: StubServer) -> None:
     sample = backend.generate_timed(Conversation(images=(), question="x", max_new_tokens=4))
     assert sample["answer"].message.endswith("(streamed): out of memory")
     stub.respond = lambda body: time.sleep(1) or streamed("late")
-    backend.request_timeout = 0.3
+    backend.http.request_timeout = 0.3
     sample = backend.generate_timed(Conversation(images=(), question="x", max_new_tokens=4))
     assert sample["answer"].message.endswith("(streamed): no data within 0.3 s (--vl-request-timeout=0.3)")
 
