@@ -251,8 +251,8 @@ def test_help_lists_the_http_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     text = " ".join(result.stdout.str().split())
     assert (
-        "--vl-concurrency=N Requests in flight at once to an openai:// model. Default: ini vl_concurrency, else 4."
-        in text
+        "--vl-concurrency=N Requests in flight at once to an openai://, http:// or gradio:// model. Default: ini "
+        "vl_concurrency, else 4." in text
     )
     assert "--vl-request-timeout=SECONDS Seconds to wait" in text and "else 120." in text
     assert "--vl-api-key-env=NAME Environment variable holding the API key" in text

@@ -24,7 +24,7 @@ import httpx
 
 from pytest_vleval.backends.base import GenerationFailure
 
-__all__ = ["HttpSession", "Reply", "TimedOut", "Unreachable", "map_bounded"]
+__all__ = ["HttpSession", "Reply", "Retry", "TimedOut", "Unreachable", "map_bounded"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -51,6 +51,15 @@ class Reply:
             return max(0.0, float(value)) if value is not None else None
         except ValueError:
             return None  # an HTTP date: fall back to our own backoff
+
+
+@dataclass(frozen=True)
+class Retry:
+    """An attempt's answer that is worth another try (HTTP 429, 5xx, a busy queue): what went wrong, and how long
+    the server asked us to wait (None: our own backoff)."""
+
+    problem: str
+    wait: float | None = None
 
 
 def map_bounded(func: Callable[[_T], _R], items: Sequence[_T], workers: int, stop: threading.Event) -> list[_R | None]:
@@ -165,37 +174,49 @@ class HttpSession:
         """A request with the retries above: the 2xx :class:`Reply`, or a failure saying ``METHOD URL: what went
         wrong`` (``message`` reads a reply's error text; ``hint`` may add to a client error's)."""
         where = f"{method} {url}"
+
+        def attempt() -> Reply | Retry | GenerationFailure:
+            reply = self.request(method, url, **request)
+            if 200 <= reply.status < 300:
+                return reply
+            problem = f"HTTP {reply.status}: {self.redact(message(reply))}"
+            if reply.status != 429 and reply.status < 500:
+                return GenerationFailure(f"{where}: {problem}{hint(reply) if hint is not None else ''}")
+            return Retry(problem, reply.retry_after)
+
+        return self.retry(where, attempt)
+
+    def retry(self, where: str, attempt: Callable[[], _R | Retry | GenerationFailure]) -> _R | GenerationFailure:
+        """``attempt()`` until it returns something other than :class:`Retry` or raises :class:`Unreachable`, at
+        most ``1 + retries`` times (once while the server is known to be gone), waiting between attempts; the
+        last problems become the failure's message, prefixed by ``where``."""
         attempts = 1 if self.unreachable else 1 + self.retries
         delay = self.backoff
         problems: list[str] = []  # distinct, in order: "connection lost" then "cannot connect" tells a story
         unreachable = False
-        attempt = 0
-        for attempt in range(1, attempts + 1):
+        count = 0
+        for count in range(1, attempts + 1):
             unreachable = False
             try:
-                reply = self.request(method, url, **request)
+                outcome = attempt()
             except TimedOut as exc:
                 return GenerationFailure(f"{where}: {exc} (--vl-request-timeout={self.request_timeout:g})")
             except Unreachable as exc:
                 problem, wait, unreachable = str(exc), delay, True
             else:
-                if 200 <= reply.status < 300:
+                if not isinstance(outcome, Retry):
                     self.unreachable = False
-                    return reply
-                problem = f"HTTP {reply.status}: {self.redact(message(reply))}"
-                if reply.status != 429 and reply.status < 500:
-                    extra = hint(reply) if hint is not None else ""
-                    return GenerationFailure(f"{where}: {problem}{extra}")
-                wait = reply.retry_after if reply.retry_after is not None else delay
+                    return outcome
+                problem, wait = outcome.problem, outcome.wait if outcome.wait is not None else delay
             if problem not in problems:
                 problems.append(problem)
-            if attempt == attempts or self.stop.wait(min(wait, self.max_wait)):
+            if count == attempts or self.stop.wait(min(wait, self.max_wait)):
                 break
             delay *= 2
         if unreachable:
             # The server is gone: later requests try once instead of each waiting through the backoff.
             self.unreachable = True
-        gave_up = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
+        gave_up = f" (gave up after {count} attempts)" if count > 1 else ""
         return GenerationFailure(f"{where}: {'; then '.join(problems)}{gave_up}")
 
     def map(self, func: Callable[[_T], str | GenerationFailure], items: Sequence[_T]) -> list[str | GenerationFailure]:

@@ -87,13 +87,18 @@ def looks_like_path(requested: str) -> bool:
 
 
 def resolve_model(requested: str, *, rootdir: Path | None = None) -> ModelSpec:
-    """Resolve an alias, a built-in name, a served model (openai://HOST:PORT/v1/MODEL), a local directory
-    or a hub id. A malformed openai:// spec, or a path that is not a directory, raises ValueError."""
+    """Resolve an alias, a built-in name, a served model (openai://HOST:PORT/v1/MODEL), a service
+    (http://HOST:PORT/PATH, gradio://HOST:PORT/API_NAME), a local directory or a hub id. A malformed URL, or a path
+    that is not a directory, raises ValueError."""
     if "://" in requested:
         from pytest_vleval.backends.openai_api import is_openai_spec, parse_spec
 
         if is_openai_spec(requested):
             return ModelSpec(requested, requested, _label_for(parse_spec(requested).model), False)
+        from pytest_vleval.backends.service_spec import is_service_spec, service_label
+
+        if is_service_spec(requested):
+            return ModelSpec(requested, requested.strip(), service_label(requested), False)
     if requested in BUILTIN_MODELS:
         return ModelSpec(requested, str(BUILTIN_MODELS[requested]), requested, True)
     candidate = Path(requested).expanduser()

@@ -11,6 +11,7 @@ from pytest_vleval.backends.openai_api import DEFAULT_API_KEY_ENV
 from pytest_vleval.backends.precision import QUANTIZATIONS
 
 if TYPE_CHECKING:
+    from pytest_vleval.backends.service_spec import ServiceDescription
     from pytest_vleval.gate.rules import Rule
 
 __all__ = [
@@ -106,3 +107,5 @@ class VlOptions:
     judge_repeat: int = 1  # --vl-judge-repeat: verdicts per judged answer
     serve: str | None = None  # --vl-serve: the engine command ({model}, {port}) started for each model
     serve_timeout: float = 600.0
+    # --vl-endpoint: how http:// and gradio:// models are asked (backends/service_spec.ServiceDescription)
+    endpoint: ServiceDescription | None = None

@@ -54,7 +54,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--vl-model",
         "Model to test: an alias (see README), a Hugging Face hub id, a local directory, or a served model "
-        "openai://HOST:PORT/v1/MODEL (openai+https://... for TLS). Repeat to test several models. "
+        "openai://HOST:PORT/v1/MODEL (openai+https://... for TLS), a team's own service http(s)://HOST:PORT/PATH "
+        "or a Gradio app gradio://HOST:PORT/API_NAME (both described by --vl-endpoint). Repeat to test several models. "
         f"Default: ini vl_models, else '{DEFAULT_MODEL}' (the built-in model).",
         metavar="MODEL",
         action="append",
@@ -77,6 +78,15 @@ FLAGS: tuple[Flag, ...] = (
         metavar="N",
         ini="vl_judge_repeat",
         ini_default="1",
+    ),
+    Flag(
+        "--vl-endpoint",
+        "How http:// and gradio:// models are asked: a YAML file (relative to the rootdir), or the YAML itself in "
+        "the ini key, naming the fields of the image, the question (system prompt, max tokens, history), the body "
+        "kind (json, multipart, form), headers (secrets as ${ENV_VAR}), the answer's path in the reply and the "
+        "service's identity (without one, their answers are not cached). " + _default("vl_endpoint", "none"),
+        metavar="YAML",
+        ini="vl_endpoint",
     ),
     Flag(
         "--vl-serve",
@@ -152,14 +162,15 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "--vl-concurrency",
-        "Requests in flight at once to an openai:// model. " + _default("vl_concurrency", DEFAULT_CONCURRENCY),
+        "Requests in flight at once to an openai://, http:// or gradio:// model. "
+        + _default("vl_concurrency", DEFAULT_CONCURRENCY),
         metavar="N",
         ini="vl_concurrency",
         ini_default=str(DEFAULT_CONCURRENCY),
     ),
     Flag(
         "--vl-request-timeout",
-        "Seconds to wait for an openai:// model's answer to one request. "
+        "Seconds to wait for a served model's answer to one request. "
         + _default("vl_request_timeout", f"{DEFAULT_REQUEST_TIMEOUT:g}"),
         metavar="SECONDS",
         ini="vl_request_timeout",

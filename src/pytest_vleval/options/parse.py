@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_vleval.backends.service_spec import ServiceDescription
     from pytest_vleval.gate.rules import Rule
 
 from pytest_vleval.options import (
@@ -107,6 +108,7 @@ def parse_options(config: pytest.Config) -> VlOptions:
         judge_repeat=judge_repeat,
         serve=serve,
         serve_timeout=serve_timeout,
+        endpoint=_endpoint(config, models),
         device=device,
         dtype=dtype,
         max_new_tokens=integer(_value(config, "vl_max_new_tokens", "vl_max_new_tokens"), "--vl-max-new-tokens"),
@@ -128,6 +130,26 @@ def parse_options(config: pytest.Config) -> VlOptions:
         bench=_bench_options(config),
         report=_report_options(config),
     )
+
+
+def _endpoint(config: pytest.Config, models: list[str]) -> ServiceDescription | None:
+    """--vl-endpoint's description, read and checked now: a broken one is a usage error naming file and key."""
+    from pytest_vleval.backends.service_spec import DescriptionError, is_service_spec, read_description
+
+    value, name, folder = _given(config, "vl_endpoint", "vl_endpoint", "--vl-endpoint")
+    if value is None:
+        service = next((m for m in models if is_service_spec(m)), None)
+        if service is not None:
+            raise pytest.UsageError(
+                f"--vl-model={service}: a service needs an endpoint description: --vl-endpoint=service.yaml (or the "
+                "ini key vl_endpoint) naming the image and question fields and the answer's path (README: Testing "
+                "a deployed service)"
+            )
+        return None
+    try:
+        return read_description(value, folder)
+    except DescriptionError as exc:
+        raise pytest.UsageError(f"{name}: {exc}") from None
 
 
 def _serve(config: pytest.Config) -> tuple[str | None, float]:

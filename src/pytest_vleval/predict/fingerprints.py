@@ -291,7 +291,10 @@ class ModelFingerprints:
         cls = backend_type(backend)
         kind = f"{cls.__module__}.{cls.__qualname__}"
         if not given:
-            return ModelFingerprint(spec.label, None, f"its backend {cls.__name__} gives no fingerprint")
+            said = (backend.info or {}).get("cache")  # a service says why it is not cached
+            return ModelFingerprint(
+                spec.label, None, str(said) if said else f"its backend {cls.__name__} gives no fingerprint"
+            )
         versions = library_versions(())
         key = _digest({**self._common(), "backend": kind, "fingerprint": str(given), "versions": versions})
         return ModelFingerprint(spec.label, key, f"fingerprint of backend {cls.__name__}")
