@@ -5,6 +5,11 @@ import os
 import shutil
 from pathlib import Path
 
+# httpx imports httpcore lazily, at its first client. In-process pytester runs drop the modules first imported
+# inside a run, so a later run would import a second httpcore whose exceptions httpx's (cached) exception map no
+# longer knows: a read timeout would then escape as httpcore.ReadTimeout. Importing it here keeps one httpcore.
+import httpcore  # noqa: F401
+
 # pytester's in-process runs drop modules first imported inside them; numpy (pulled in by the caption
 # metrics) cannot be imported twice in one process, so import it once here.
 import numpy  # noqa: F401

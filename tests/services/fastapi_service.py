@@ -8,19 +8,14 @@ the earlier turns of a dialogue (``inputs.messages``), so dialogues are tested t
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import uvicorn  # noqa: E402
-from fastapi import Body, FastAPI, HTTPException  # noqa: E402
-
-from model import arguments, load, version  # noqa: E402
+import uvicorn
+from fastapi import Body, FastAPI, HTTPException
+from model import arguments, load, version
 
 args = arguments(__doc__ or "")
-answer = load(args.model)
+answer = load(args.model, args.delay)
 app = FastAPI()
 
 

@@ -7,24 +7,18 @@ JSON error for a bad request, a 500 when the model fails; ``GET /version`` says 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from flask import Flask, jsonify, request  # noqa: E402
-
-from model import arguments, load, version  # noqa: E402
+from flask import Flask, jsonify, request
+from model import arguments, load, version
 
 args = arguments(__doc__ or "")
-answer = load(args.model)
+answer = load(args.model, args.delay)
 app = Flask(__name__)
 served = {"requests": 0}
 
 
 @app.before_request
 def authorize():  # type: ignore[no-untyped-def]
-    if args.api_key and request.headers.get("X-Api-Key") != args.api_key:
+    if args.api_key and request.path != "/stats" and request.headers.get("X-Api-Key") != args.api_key:
         return jsonify(error="missing or wrong X-Api-Key"), 401
     return None
 

@@ -1,23 +1,20 @@
 """A Gradio demo in front of the model: an image and a question in, the answer out, API name ``/predict``.
 
-    python tests/services/gradio_service.py --port 7860 --model tiny
+python tests/services/gradio_service.py --port 7860 --model tiny
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
-
-from model import arguments, load  # noqa: E402
+import gradio as gr
+from model import arguments, load
 
 args = arguments(__doc__ or "")
-answer = load(args.model)
+answer = load(args.model, args.delay)
 
 
 def predict(image: str | None, question: str, max_new_tokens: float = 32) -> str:

@@ -20,6 +20,7 @@ def arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="echo", help="tiny (the built-in model) or echo")
     parser.add_argument("--api-key", default=None, help="require this X-Api-Key header")
+    parser.add_argument("--delay", type=float, default=0.0, help="echo: seconds each answer takes (no lock)")
     return parser.parse_args()
 
 
@@ -33,8 +34,10 @@ def version(model: str) -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:16]
 
 
-def load(model: str) -> Answer:
+def load(model: str, delay: float = 0.0) -> Answer:
     if model == "echo":
+        if delay:
+            return lambda *request: time.sleep(delay) or _echo(*request)
         return _echo
     if model != "tiny":
         raise SystemExit(f"unknown --model {model!r}")
@@ -80,7 +83,10 @@ def _echo(images: list[bytes], prompt: str, history: list[tuple[str, str]], syst
             _seen[prompt] = _seen.get(prompt, 0) + 1
             if _seen[prompt] == 1:
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
-    text = prompt.split("say:", 1)[1].strip() if "say:" in prompt else ""
+    text = prompt.split("say:", 1)[1] if "say:" in prompt else ""
+    for control in ("count images", "echo history", "echo system"):
+        text = text.replace(control, "")
+    text = " ".join(text.split())
     extras = [f"images={len(images)}"] if "count images" in prompt else []
     if "echo history" in prompt:
         extras.append(" | ".join(f"{q} -> {a}" for q, a in history))

@@ -135,10 +135,14 @@ class CaseItem(VlItem):
         __tracebackhide__ = True
         vl = get_session(self.config)
         if vl.judge is None and any(turn.scorer == "judge" for turn in self.case.turns):
-            pytest.skip("scorer 'judge' needs a judge model: --vl-judge=SPEC (the built-in one is tiny-judge)")
+            # Skips are reported at the case (file:line), not inside pytest's call machinery.
+            raise pytest.skip.Exception(
+                "scorer 'judge' needs a judge model: --vl-judge=SPEC (the built-in one is tiny-judge)",
+                _use_item_location=True,
+            )
         prediction = vl.predictor.predict(self.spec, self.case)
         if prediction.skipped is not None:
-            pytest.skip(f"model {self.spec.label}: {prediction.skipped}")
+            raise pytest.skip.Exception(f"model {self.spec.label}: {prediction.skipped}", _use_item_location=True)
         convention: str | None = None
         resized: tuple[tuple[int, int], ...] = ()
         pixels = vl.predictor.asking(self.spec).pixels(self.case)
