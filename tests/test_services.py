@@ -405,6 +405,49 @@ def test_a_gradio_app_through_its_client(project: pytest.Pytester, tmp_path: Pat
         unknown.stdout.fnmatch_lines(["*service.yaml: the Gradio API /predict has no parameter 'text'*"])
 
 
+@pytest.mark.parametrize(
+    "script, model, description",
+    [
+        ("flask_service.py", "{origin}/v1/vision/completion", SEED),
+        ("gradio_service.py", "gradio://127.0.0.1:{port}/predict", GRADIO_DESCRIPTION),
+    ],
+    ids=["http", "gradio"],
+)
+def test_ctrl_c_ends_the_run_while_the_service_is_answering(
+    project: pytest.Pytester, tmp_path: Path, script: str, model: str, description: str
+) -> None:
+    """Answers that would take a minute: Ctrl-C ends pytest in seconds, with the record kept and marked."""
+    if script.startswith("gradio"):
+        pytest.importorskip("gradio")
+    (project.path / "service.yaml").write_text(description)
+    log = tmp_path / "service.log"
+    with running(script, "--delay", "60", log=log) as origin:
+        spec = model.format(origin=origin, port=origin.rsplit(":", 1)[1])
+        command = [sys.executable, "-m", "pytest", f"--vl-model={spec}", "--vl-endpoint=service.yaml"]
+        process = subprocess.Popen(
+            [*command, "-k", "one", "--vl-json=run.json", "-p", "no:cacheprovider"],
+            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "answering" not in log.read_text() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.1)
+            assert "answering" in log.read_text(), "the request never reached the service"
+            interrupted = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            output, _ = process.communicate(timeout=30)
+            ended = time.monotonic() - interrupted
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 2, output[-2000:]
+    assert ended < 10, f"pytest took {ended:.1f} s to end after Ctrl-C"
+    assert "KeyboardInterrupt" in output and "Traceback" not in output
+    run = json.loads((project.path / "run.json").read_text())["run"]
+    assert run["complete"] is False and run["incomplete_reason"] == "interrupted"
+
+
 # --- round trips: the built-in model behind each service equals the in-process model --------------------------
 
 ROUND_TRIP_FILES = ("test_colour.yaml", "test_grounding.yaml", "test_ocr.yaml", "test_dialogue.yaml")

@@ -37,7 +37,13 @@ def version(model: str) -> str:
 def load(model: str, delay: float = 0.0) -> Answer:
     if model == "echo":
         if delay:
-            return lambda *request: time.sleep(delay) or _echo(*request)
+
+            def slowly(*request: object) -> str:
+                print("answering", flush=True)  # the tests wait for this line before interrupting pytest
+                time.sleep(delay)
+                return _echo(*request)  # type: ignore[arg-type]
+
+            return slowly
         return _echo
     if model != "tiny":
         raise SystemExit(f"unknown --model {model!r}")

@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import io
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ class GradioBackend(ServiceBackend):
             raise ModelLoadError(f"{self.url} is a Gradio app: its client is not installed ({INSTALL})") from None
         self.api_name = "/" + self.url.split("://", 1)[1].split("/", 1)[1].strip("/")
         self._images = tempfile.TemporaryDirectory(prefix="vleval-gradio-")
+        self._jobs: set[Any] = set()  # submitted and not yet answered: cancelled on close
+        self._lock = threading.Lock()
         try:
             self.client = Client(
                 self.origin + "/",
@@ -131,6 +134,8 @@ class GradioBackend(ServiceBackend):
         from gradio_client.exceptions import AppError
 
         job = self.client.submit(api_name=self.api_name, **arguments)
+        with self._lock:
+            self._jobs.add(job)
         timeout = self.http.request_timeout
         try:
             return job.result(timeout=timeout)
@@ -146,11 +151,24 @@ class GradioBackend(ServiceBackend):
         except Exception as exc:  # the client's own errors (a queue that is full, a result it cannot read)
             lines = self.http.redact(f"{type(exc).__name__}: {exc}").splitlines()
             return GenerationFailure(f"{where}: {lines[0][:300] if lines else type(exc).__name__}")
+        finally:
+            with self._lock:
+                self._jobs.discard(job)
 
     def close(self) -> None:
+        """Cancel the jobs still running (after Ctrl-C: the client's worker threads would otherwise keep the
+        interpreter waiting for their answers), then close the client."""
         client = getattr(self, "client", None)
         if client is not None:
-            with contextlib.suppress(Exception):  # closing a client whose app is gone must not fail the run
+            with self._lock:
+                jobs, self._jobs = list(self._jobs), set()
+            for job in jobs:
+                with contextlib.suppress(Exception):  # the app may be gone: cancelling must not fail the run
+                    job.cancel()
+            for executor in (client.executor, getattr(client, "stream_executor", None)):
+                if executor is not None:
+                    executor.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(Exception):
                 client.close()
         images = getattr(self, "_images", None)
         if images is not None:
