@@ -15,6 +15,7 @@ What the backends share, and promise:
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,7 +115,10 @@ class HttpSession:
             timeout=httpx.Timeout(request_timeout, connect=self.connect_timeout),
             limits=httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency),
             follow_redirects=False,
-            trust_env=False,  # a proxy from the environment must not see a loopback test server's traffic
+            # As before httpx: no proxy from the environment (a loopback server's traffic must not go through
+            # one), and the system's certificates for TLS (ssl's defaults honour SSL_CERT_FILE).
+            trust_env=False,
+            verify=ssl.create_default_context(),
         )
 
     def redact(self, text: str) -> str:
