@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vleval.backends.base import Conversation
+from pytest_vleval.backends.managed import stop_process_group
 from pytest_vleval.backends.service import service_request, unsupported_by
 from pytest_vleval.backends.service_spec import (
     DescriptionError,
@@ -107,14 +108,7 @@ def running(script: str, *args: str, log: Path, timeout: float = 120.0) -> Itera
             time.sleep(0.2)
         yield origin
     finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(process, grace=10.0)
 
 
 def requests_served(origin: str) -> int:

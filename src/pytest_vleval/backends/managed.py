@@ -29,7 +29,7 @@ from pytest_vleval.backends.openai import OpenAIBackend
 if TYPE_CHECKING:
     from pytest_vleval.options import VlOptions
 
-__all__ = ["PRESETS", "ManagedBackend", "ManagedEngine", "engine_command"]
+__all__ = ["PRESETS", "ManagedBackend", "ManagedEngine", "engine_command", "stop_process_group"]
 
 # {model}: the model's local directory or hub id; {port}: a free local port chosen by the plugin.
 PRESETS: dict[str, str] = {
@@ -131,16 +131,23 @@ class ManagedEngine:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is not None:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM to the process group of ``process`` (started with ``start_new_session``), SIGKILL after ``grace``
+    seconds; returns once the process is gone."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
             return
-        for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class ManagedBackend(OpenAIBackend):
