@@ -70,6 +70,10 @@ def build_session(config: pytest.Config) -> VlSession:
         models = resolve_models(options.models, rootdir=Path(config.rootpath))
     except ValueError as exc:  # a malformed openai:// spec
         raise pytest.UsageError(f"--vl-model: {exc}") from None
+    if not helping and any(spec.precision in ("int8", "int4") for spec in models):
+        from pytest_vleval.backends.precision import check_variants
+
+        check_variants([spec.precision for spec in models], options.device)  # names the package to install
 
     def load(spec: ModelSpec) -> object:
         backend = config.hook.pytest_vleval_load_model(config=config, spec=spec, options=options)

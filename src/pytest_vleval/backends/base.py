@@ -20,6 +20,7 @@ __all__ = [
     "ModelSpec",
     "TimedAnswer",
     "UnsupportedConversation",
+    "UnsupportedPrecision",
     "backend_type",
     "complete_backend",
 ]
@@ -33,6 +34,7 @@ class ModelSpec:
     source: str  # a local directory or a hub id
     label: str  # the test-id suffix: test_x.yaml::case[label]
     is_local: bool
+    precision: str | None = None  # a precision variant (MODEL@int8): fp32, bf16, fp16, int8, int4; None: the run's
 
     @property
     def path(self) -> Path | None:
@@ -85,6 +87,11 @@ class TimedAnswer(TypedDict, total=False):
 
 class ModelLoadError(Exception):
     """A model could not be loaded; the message says which and why."""
+
+
+class UnsupportedPrecision(ModelLoadError):
+    """A precision variant this machine or this model cannot run (fp16 without a GPU, int4 for a family the
+    quantisation backend cannot take): its cases are skipped with the reason, not failed."""
 
 
 @runtime_checkable

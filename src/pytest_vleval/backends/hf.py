@@ -22,12 +22,13 @@ from pytest_vleval.backends.base import (
     ModelSpec,
     TimedAnswer,
     UnsupportedConversation,
+    UnsupportedPrecision,
 )
 from pytest_vleval.backends.devices import process_device
 from pytest_vleval.backends.families import adapter_for_config
 from pytest_vleval.backends.hf_load import load_processor_and_model
 from pytest_vleval.backends.pixels import effective_size, limited, model_limits, resize_within, takes_limits
-from pytest_vleval.backends.precision import precision_label
+from pytest_vleval.backends.precision import FLOAT_DTYPES, precision_label, variant_quantization, weight_bytes
 
 if TYPE_CHECKING:
     from pytest_vleval.options import VlOptions
@@ -110,12 +111,10 @@ class TransformersBackend(BackendBase):
         started = time.perf_counter()
         # Under pytest-xdist each worker binds to its own GPU (gw0 -> cuda:0, ...).
         self.device = resolve_device(process_device(options.device, torch.cuda.device_count()))
-        self.dtype = resolve_dtype(options.dtype, self.device)
-        if options.quantization != "none" and not self.device.startswith("cuda"):
-            raise ModelLoadError(
-                f"--vl-quantization={options.quantization} needs a CUDA GPU; the model would run on {self.device}"
-            )
-        self.processor, self.model = load_processor_and_model(spec, options, device=self.device, dtype=self.dtype)
+        self.dtype, self.quantization = self._precision(spec, options)
+        self.processor, self.model = load_processor_and_model(
+            spec, options, device=self.device, dtype=self.dtype, quantization=self.quantization
+        )
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         # Batched generation needs left padding; most reloaded tokenizers default to right.
         self.tokenizer.padding_side = "left"
@@ -132,8 +131,10 @@ class TransformersBackend(BackendBase):
             "source": spec.source,
             "device": str(self.model.device),
             "dtype": dtype_name,
-            "quantization": options.quantization,
-            "precision": precision_label(dtype_name, options.quantization),
+            "quantization": self.quantization,
+            "precision": precision_label(dtype_name, self.quantization),
+            **({"variant": spec.precision} if spec.precision else {}),
+            "weight_bytes": weight_bytes(self.model),
             "family": self.family.name,
             "box_convention": self.family.box_convention,
             "capabilities": self.family.capabilities(has_chat_template=self.has_chat_template),
@@ -148,6 +149,22 @@ class TransformersBackend(BackendBase):
                 "model_default": [own_low, own_high],
             },
         }
+
+    def _precision(self, spec: ModelSpec, options: VlOptions) -> tuple[torch.dtype, str]:
+        """The dtype and quantisation this model (or its precision variant, ``MODEL@int8``) loads with."""
+        precision = spec.precision
+        if precision == "fp16" and not self.device.startswith(("cuda", "mps")):
+            raise UnsupportedPrecision(
+                f"fp16 needs a GPU (half-precision matmuls are not what a CPU serves with); this run is on "
+                f"{self.device}: compare fp32, bf16, int8 and int4 here"
+            )
+        dtype = resolve_dtype(FLOAT_DTYPES.get(precision or "", options.dtype), self.device)
+        quantization = variant_quantization(precision, self.device, options.quantization)
+        if quantization.startswith("bnb") and not self.device.startswith("cuda"):
+            raise ModelLoadError(
+                f"--vl-quantization={quantization} needs a CUDA GPU; the model would run on {self.device}"
+            )
+        return dtype, quantization
 
     def _greedy_config(self) -> Any:
         config = copy.deepcopy(self.model.generation_config)
@@ -258,8 +275,16 @@ class TransformersBackend(BackendBase):
             return output[:, n:]
         return output
 
-    @torch.inference_mode()
+    def _grad_off(self) -> Any:
+        """inference_mode, except for optimum-quanto models: their int4 weights unpack lazily into tensors that
+        inference mode would freeze ("Cannot set version_counter for inference tensor")."""
+        return torch.no_grad() if self.quantization.startswith("quanto-") else torch.inference_mode()
+
     def _generate(self, conversations: Sequence[Conversation]) -> list[str]:
+        with self._grad_off():
+            return self._generate_batch(conversations)
+
+    def _generate_batch(self, conversations: Sequence[Conversation]) -> list[str]:
         inputs = self.prepare(conversations)
         budget = max(c.max_new_tokens for c in conversations)
         config = copy.copy(self.generation_config)
@@ -272,8 +297,11 @@ class TransformersBackend(BackendBase):
         prompts = [self._prompt(c) for c in conversations]
         return [self.family.postprocess(t, p) for t, p in zip(decoded, prompts, strict=True)]
 
-    @torch.inference_mode()
     def generate_timed(self, conversation: Conversation) -> TimedAnswer:
+        with self._grad_off():
+            return self._generate_timed(conversation)
+
+    def _generate_timed(self, conversation: Conversation) -> TimedAnswer:
         """One conversation alone, timed by stage for the latency benchmarks (``bench/latency.py``), answered
         exactly as :meth:`generate` answers it (the family's post-processing included).
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pytest_vleval.backends.base import ModelLoadError, ModelSpec
+from pytest_vleval.backends.base import ModelLoadError, ModelSpec, UnsupportedPrecision
 from pytest_vleval.backends.hub import local_files_only
-from pytest_vleval.backends.precision import quantization_config
+from pytest_vleval.backends.precision import quantization_config, quantize_in_place
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +21,7 @@ __all__ = ["load_model", "load_processor_and_model"]
 
 
 def load_processor_and_model(
-    spec: ModelSpec, options: VlOptions, *, device: str, dtype: torch.dtype
+    spec: ModelSpec, options: VlOptions, *, device: str, dtype: torch.dtype, quantization: str = "none"
 ) -> tuple[Any, Any]:
     """The processor and the model; a :class:`ModelLoadError` saying what to do when they cannot be loaded."""
     import transformers
@@ -42,9 +42,16 @@ def load_processor_and_model(
             dtype=dtype,
             device=device,
             trust_remote_code=options.trust_remote_code,
-            quantization=quantization_config(options.quantization, dtype),
+            quantization=quantization_config(quantization, dtype),
             local_files_only=offline,
         )
+        if quantization.startswith("quanto-"):
+            try:
+                quantize_in_place(model, quantization)
+            except Exception as exc:  # a layer shape the integer kernels do not take: that variant is skipped
+                raise UnsupportedPrecision(
+                    f"{quantization} (optimum-quanto) cannot quantise {spec.requested}: {type(exc).__name__}: {exc}"
+                ) from exc
     except ModelLoadError:
         raise
     except (OSError, ValueError, ImportError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_vleval.backends.base import ModelSpec
@@ -99,6 +100,15 @@ def resolve_model(requested: str, *, rootdir: Path | None = None) -> ModelSpec:
 
         if is_service_spec(requested):
             return ModelSpec(requested, requested.strip(), service_label(requested), False)
+    from pytest_vleval.backends.precision import split_precision
+
+    base, precision = split_precision(requested)
+    if precision is not None and not Path(requested).expanduser().is_dir():
+        spec = resolve_model(base, rootdir=rootdir)
+        if "://" in spec.source:
+            raise ValueError(f"{requested!r}: a served model runs at the server's precision; @{precision} is for "
+                             "models loaded here")  # fmt: skip
+        return replace(spec, requested=requested, label=f"{spec.label}@{precision}", precision=precision)
     if requested in BUILTIN_MODELS:
         return ModelSpec(requested, str(BUILTIN_MODELS[requested]), requested, True)
     candidate = Path(requested).expanduser()

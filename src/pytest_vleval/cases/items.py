@@ -67,6 +67,8 @@ class VlItem(pytest.Function):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 super().runtest()
         except ModelLoadFailed as exc:
+            if exc.skip:
+                raise pytest.skip.Exception(f"model {exc.label}: {exc.reason}", _use_item_location=True) from None
             pytest.fail(get_session(self.config).pool.load_failure(exc, self.nodeid), pytrace=False)
 
     def run_test(self, request: pytest.FixtureRequest) -> None:

@@ -9,7 +9,9 @@
 - The sign is optional; when given it must point the bad way (``-`` for accuracy and scores, ``+`` for latency
   and memory), so that ``accuracy:+2%`` (a typo that would never fire) is refused.
 - ``WHERE`` names a case file (``accuracy@test_colour.yaml``, matched by path or file name, ``*`` for each) or a
-  golden caption set (``CIDEr@shapes``).
+  golden caption set (``CIDEr@shapes``) — or a precision variant of this run (``accuracy@int4:-5pp``,
+  ``latency_p50@int8:+20%``): that variant is compared with the reference variant of the same run
+  (``--vl-precisions``), without a baseline.
 
 With ``--vl-compare-significance=ALPHA`` an accuracy drop fails only when the exact McNemar test on the paired
 cases (passed/failed in both runs) gives p < ALPHA, and a score drop (mean_score, CIDEr, ROUGE_L, SPICE) only when
@@ -23,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pytest_vleval.backends.precision import PRECISIONS
 from pytest_vleval.gate.units import HIGHER, METRICS, UNITS
 from pytest_vleval.records.schema import CAPTION_METRICS
 
@@ -66,6 +69,11 @@ class Rule:
         return self.metric if self.where is None else f"{self.metric}@{self.where}"
 
     @property
+    def precision(self) -> str | None:
+        """The precision variant an in-run rule (``accuracy@int4:-5pp``) compares with the reference, or None."""
+        return self.where if self.where in PRECISIONS else None
+
+    @property
     def limit_text(self) -> str:
         return self.text.split(":", 1)[1]
 
@@ -97,7 +105,9 @@ def _parse_item(item: str, flag: str) -> Rule:
     direction, kind = METRICS[metric]
     if where is not None:
         where = where.strip()
-        if metric not in SUITE_METRICS and metric not in CAPTION_METRICS:
+        if where.lower() in PRECISIONS:
+            where = where.lower()
+        elif metric not in SUITE_METRICS and metric not in CAPTION_METRICS:
             raise SpecError(
                 f"{flag}: {item!r}: only {', '.join(SUITE_METRICS)} (per case file) and caption metrics "
                 "(per golden set) take @WHERE"

@@ -51,11 +51,17 @@ class RecordOptions:
     storage: Path = Path(DEFAULT_STORAGE)
     compare: str | None = None  # "latest", a number, a name or a path
     rules: tuple[Rule, ...] = ()
+    precision_rules: tuple[Rule, ...] = ()  # accuracy@int4:-5pp: a variant against the run's reference variant
     significance: float | None = None
 
     @property
     def wants_record(self) -> bool:
-        return self.save is not None or self.json_path is not None or self.compare is not None
+        return (
+            self.save is not None
+            or self.json_path is not None
+            or self.compare is not None
+            or bool(self.precision_rules)
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class ReportOptions:
 
     html: Path | None = None
     cost_per_hour: float | None = None  # USD per GPU hour, for the cost column
+    requests_per_day: float | None = None  # with cost_per_hour: the precision table's monthly cost
     markdown: Path | None = None
     github_step_summary: bool = True  # append the Markdown summary to $GITHUB_STEP_SUMMARY when it is set
 
@@ -107,5 +114,9 @@ class VlOptions:
     judge_repeat: int = 1  # --vl-judge-repeat: verdicts per judged answer
     serve: str | None = None  # --vl-serve: the engine command ({model}, {port}) started for each model
     serve_timeout: float = 600.0
+    # --vl-precisions: the variants each model runs at (models already expanded to MODEL@PRECISION);
+    # --vl-precision-reference: the one the others are compared with (None: each model's first)
+    precisions: tuple[str, ...] = ()
+    precision_reference: str | None = None
     # --vl-endpoint: how http:// and gradio:// models are asked (backends/service_spec.ServiceDescription)
     endpoint: ServiceDescription | None = None

@@ -64,6 +64,22 @@ FLAGS: tuple[Flag, ...] = (
         ini_default=[],
     ),
     Flag(
+        "--vl-precisions",
+        "Test each --vl-model at these precisions, each its own variant (label MODEL@PRECISION, own cache key and "
+        "record entry; loaded one at a time), compared in the precision table: some of fp32, bf16, fp16 (GPU), "
+        "int8, int4 (weight-only: optimum-quanto on a CPU, bitsandbytes on a GPU). A single model takes "
+        "MODEL@int8 too. " + _default("vl_precisions", "none: the run's --vl-dtype"),
+        metavar="P1,P2,...",
+        ini="vl_precisions",
+    ),
+    Flag(
+        "--vl-precision-reference",
+        "The precision the others are compared with in the precision table and by --vl-compare-fail "
+        "rules like accuracy@int4:-5pp. " + _default("vl_precision_reference", "each model's first variant"),
+        metavar="PRECISION",
+        ini="vl_precision_reference",
+    ),
+    Flag(
         "--vl-judge",
         "Judge model for the cases of scorer judge (any model --vl-model takes; the built-in judge is tiny-judge). "
         "It stays loaded beside the model under test; its verdicts are cached by its fingerprint, the template and "
@@ -303,6 +319,13 @@ FLAGS: tuple[Flag, ...] = (
         "comparison. Default: ini vl_gpu_cost_per_hour, else no cost column.",
         metavar="USD",
         ini="vl_gpu_cost_per_hour",
+    ),
+    Flag(
+        "--vl-requests-per-day",
+        "With --vl-gpu-cost-per-hour: the precision table adds the monthly cost of serving this many requests a "
+        "day at each variant's measured throughput. Default: ini vl_requests_per_day, else no monthly cost.",
+        metavar="N",
+        ini="vl_requests_per_day",
     ),
 )
 

@@ -84,6 +84,8 @@ def parse_options(config: pytest.Config) -> VlOptions:
     models = [m.strip() for m in (config.getoption("vl_model") or config.getini("vl_models") or [DEFAULT_MODEL])]
     if any(not m for m in models):
         raise pytest.UsageError("--vl-model: empty model name")
+    precisions, reference = _precisions(config)
+    models = [variant for model in models for variant in _variants(model, precisions)]
     device = _value(config, "vl_device", "vl_device").lower()
     if not _DEVICE_RE.match(device):
         raise pytest.UsageError(f"--vl-device={device!r}: expected one of {DEVICES_HELP}")
@@ -109,6 +111,8 @@ def parse_options(config: pytest.Config) -> VlOptions:
         serve=serve,
         serve_timeout=serve_timeout,
         endpoint=_endpoint(config, models),
+        precisions=precisions,
+        precision_reference=reference,
         device=device,
         dtype=dtype,
         max_new_tokens=integer(_value(config, "vl_max_new_tokens", "vl_max_new_tokens"), "--vl-max-new-tokens"),
@@ -130,6 +134,36 @@ def parse_options(config: pytest.Config) -> VlOptions:
         bench=_bench_options(config),
         report=_report_options(config),
     )
+
+
+def _precisions(config: pytest.Config) -> tuple[tuple[str, ...], str | None]:
+    """--vl-precisions (checked) and --vl-precision-reference (one of them, or of the models' @PRECISION)."""
+    from pytest_vleval.backends.precision import PRECISIONS, parse_precisions
+
+    value, name, _ = _given(config, "vl_precisions", "vl_precisions", "--vl-precisions")
+    try:
+        precisions = parse_precisions(value, name) if value else ()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    reference, ref_name, _ = _given(
+        config, "vl_precision_reference", "vl_precision_reference", "--vl-precision-reference"
+    )
+    if reference is not None:
+        reference = reference.strip().lower()
+        allowed = precisions or PRECISIONS
+        if reference not in allowed:
+            raise pytest.UsageError(f"{ref_name}={reference!r}: expected one of {', '.join(allowed)}")
+    return precisions, reference
+
+
+def _variants(model: str, precisions: tuple[str, ...]) -> list[str]:
+    """A model at each precision (``tiny`` -> ``tiny@fp32``, ``tiny@int8``); as it is when it names its own or it
+    is served (a server's precision is the server's)."""
+    from pytest_vleval.backends.precision import split_precision
+
+    if not precisions or split_precision(model)[1] is not None or "://" in model:
+        return [model]
+    return [f"{model}@{precision}" for precision in precisions]
 
 
 def _endpoint(config: pytest.Config, models: list[str]) -> ServiceDescription | None:
@@ -247,18 +281,21 @@ def _record_options(config: pytest.Config) -> RecordOptions:
     json_path = config.getoption("vl_json")
     compare = config.getoption("vl_compare")
     spec_cli = config.getoption("vl_compare_fail")
-    if spec_cli is not None and compare is None:
-        raise pytest.UsageError(
-            "--vl-compare-fail needs --vl-compare (which saved run to compare with: latest, a number, a name or a path)"
-        )
     spec = _value(config, "vl_compare_fail", "vl_compare_fail")
     rules: tuple[Rule, ...] = ()
-    if spec and compare is not None:
+    if spec and (compare is not None or spec_cli is not None):
         try:
             rules = parse_fail_spec(spec, "--vl-compare-fail" if spec_cli is not None else "ini vl_compare_fail")
         except SpecError as exc:
             raise pytest.UsageError(str(exc)) from None
-    if rules and not config.getoption("vl_benchmark") and (missing := needs_benchmark(rules)):
+    in_run = tuple(rule for rule in rules if rule.precision is not None)
+    rules = tuple(rule for rule in rules if rule.precision is None)
+    if rules and compare is None:
+        raise pytest.UsageError(
+            "--vl-compare-fail needs --vl-compare (which saved run to compare with: latest, a number, a name or a "
+            "path); only limits on a precision variant (accuracy@int4:-5pp) are checked within the run"
+        )
+    if not config.getoption("vl_benchmark") and (missing := needs_benchmark((*rules, *in_run))):
         raise pytest.UsageError(
             f"--vl-compare-fail: {', '.join(missing)} is measured by the latency benchmarks: add --vl-benchmark"
         )
@@ -268,6 +305,7 @@ def _record_options(config: pytest.Config) -> RecordOptions:
         storage=storage,
         compare=compare,
         rules=rules,
+        precision_rules=in_run,
         significance=_significance(config),
     )
 
@@ -314,7 +352,12 @@ def _view_path(config: pytest.Config, dest: str, ini: str, flag: str, suffixes: 
 
 def _report_options(config: pytest.Config) -> ReportOptions:
     raw_cost, cost_flag, _ = _given(config, "vl_gpu_cost_per_hour", "vl_gpu_cost_per_hour", "--vl-gpu-cost-per-hour")
+    raw_volume, volume_flag, _ = _given(config, "vl_requests_per_day", "vl_requests_per_day", "--vl-requests-per-day")
+    volume = None if raw_volume is None else float(integer(raw_volume, volume_flag))
+    if volume is not None and raw_cost is None:
+        raise pytest.UsageError(f"{volume_flag} needs --vl-gpu-cost-per-hour (the price the monthly cost is made of)")
     return ReportOptions(
+        requests_per_day=volume,
         html=_view_path(config, "vl_report", "vl_report", "--vl-report", (".html", ".htm")),
         cost_per_hour=None if raw_cost is None else parse_cost(raw_cost, cost_flag),
         markdown=_view_path(config, "vl_markdown", "vl_markdown", "--vl-markdown", (".md", ".markdown")),

@@ -278,6 +278,8 @@ class ModelFingerprints:
         key = _digest(
             {
                 **self._common(),
+                # a precision variant (MODEL@int8) answers as that precision (absent otherwise: older keys match)
+                **({"precision": spec.precision} if spec.precision else {}),
                 "backend": "transformers",
                 "files": files,
                 "code": answer_code_hash(),

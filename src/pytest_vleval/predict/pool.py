@@ -7,9 +7,12 @@ import sys
 import time
 from collections.abc import Callable
 
-from pytest_vleval.backends.base import Backend, ModelLoadError, ModelSpec, complete_backend
+from pytest_vleval.backends.base import Backend, ModelLoadError, ModelSpec, UnsupportedPrecision, complete_backend
 
 __all__ = ["ModelLoadFailed", "ModelPool", "PredictionError", "free_accelerator_memory", "is_out_of_memory"]
+
+
+NOT_RUN_HERE = "not run here: "  # how a variant this machine cannot run (UnsupportedPrecision) is reported
 
 
 class PredictionError(Exception):
@@ -19,10 +22,11 @@ class PredictionError(Exception):
 class ModelLoadFailed(PredictionError):
     """The model of a case could not be loaded: every case of that model fails, the reason is told once."""
 
-    def __init__(self, label: str, reason: str) -> None:
+    def __init__(self, label: str, reason: str, *, skip: bool = False) -> None:
         super().__init__(reason)
         self.label = label
         self.reason = reason
+        self.skip = skip  # a variant that cannot run here (UnsupportedPrecision): its cases are skipped
 
 
 class ModelPool:
@@ -38,20 +42,26 @@ class ModelPool:
         self.load_counts: dict[str, int] = {}
         self.infos: dict[str, dict[str, object]] = {}
         self.load_errors: dict[str, str] = {}
+        self.unsupported: set[str] = set()  # labels whose load error is an UnsupportedPrecision (skipped)
         self.load_error_shown_at: dict[str, str] = {}  # model label -> the test id whose report holds the reason
 
     def get(self, spec: ModelSpec) -> Backend:
         if self._current is not None and self._current.spec.label == spec.label:
             return self._current
         if spec.label in self.load_errors:
-            raise ModelLoadFailed(spec.label, self.load_errors[spec.label])
+            raise ModelLoadFailed(spec.label, self.load_errors[spec.label], skip=spec.label in self.unsupported)
         self.close()
         started = time.perf_counter()
         try:
             backend = complete_backend(self._load(spec))
         except Exception as exc:
             self.load_errors[spec.label] = str(exc) if isinstance(exc, ModelLoadError) else load_error_text(spec, exc)
-            raise ModelLoadFailed(spec.label, self.load_errors[spec.label]) from exc
+            if isinstance(exc, UnsupportedPrecision):
+                self.unsupported.add(spec.label)
+                self.load_errors[spec.label] = f"{NOT_RUN_HERE}{exc}"
+            raise ModelLoadFailed(
+                spec.label, self.load_errors[spec.label], skip=spec.label in self.unsupported
+            ) from exc
         self.load_counts[spec.label] = self.load_counts.get(spec.label, 0) + 1
         info = dict(backend.info or {})
         info.setdefault("load_seconds", round(time.perf_counter() - started, 3))

@@ -99,6 +99,7 @@ def _html(recorder: Recorder, record: dict[str, Any]) -> Path:
         history=history[-HISTORY_RUNS:],
         history_note=note,
         cost_per_hour=recorder.options.report.cost_per_hour,
+        requests_per_day=recorder.options.report.requests_per_day,
         roots=[Path(config.rootpath), Path(config.invocation_params.dir)],
     )
     assert recorder.options.report.html is not None

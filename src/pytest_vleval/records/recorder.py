@@ -251,6 +251,7 @@ class Recorder:
             config.hook.pytest_vleval_update_record(config=config, record=record)
             if self.baseline is not None:
                 self._gate(session, record)
+            self._precisions(session, record)
         except KeyboardInterrupt:  # Ctrl-C in a slow hook or comparison: still write what the run found
             session.exitstatus = pytest.ExitCode.INTERRUPTED
             record["run"].update(completeness(session.exitstatus, self.collection_errors, results))
@@ -277,6 +278,25 @@ class Recorder:
         if options.rules and comparison.failed:
             if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _precisions(self, session: pytest.Session, record: dict[str, Any]) -> None:
+        """The precision variants of the run (record["precisions"]), gated by limits like accuracy@int4:-5pp."""
+        from pytest_vleval.report.precision import precision_groups
+
+        reference = self.options.precision_reference
+        groups = precision_groups(record, reference)
+        rules = self.options.record.precision_rules
+        if not groups and not rules:
+            return
+        block: dict[str, Any] = {"reference": reference, "groups": [vars(g) for g in groups], "comparison": None}
+        if rules:
+            from pytest_vleval.gate.precision import compare_precisions
+
+            comparison = compare_precisions(record, rules, reference=reference, alpha=self.options.record.significance)
+            block["comparison"] = comparison.to_dict()
+            if comparison.failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        record["precisions"] = block
 
     def display_path(self, path: Path | None) -> str:
         """`path` relative to where pytest was started, as the summary shows it."""

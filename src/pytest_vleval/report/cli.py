@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         help="Price per machine hour for the cost column. Default: the one the run was made with, else none.",
     )
     report.add_argument(
+        "--requests-per-day",
+        type=float,
+        metavar="N",
+        help="With a price: the precision table's monthly cost of serving N requests a day. Default: none.",
+    )
+    report.add_argument(
         "--root",
         type=Path,
         action="append",
@@ -213,6 +219,20 @@ def _write_table(lines: list[list[tuple[str, dict[str, bool]]]], out: TextIO) ->
         out.write(text.rstrip() + "\n")
 
 
+def _write_precisions(
+    record: dict[str, Any], cost: float | None, volume: float | None, width: int, out: TextIO
+) -> None:
+    """The precision table (and flipped cases) of each model the record(s) ran at several precisions."""
+    from pytest_vleval.report.precision import build_precision_table, flip_lines, precision_groups
+    from pytest_vleval.report.table import text_lines
+
+    for group in precision_groups(record, (record.get("precisions") or {}).get("reference")):
+        out.write(f"\nprecisions of {group.model} (reference {group.reference}):\n")
+        table = build_precision_table(record, group, cost_per_hour=cost, requests_per_day=volume)
+        _write_table(text_lines(table, width=width), out)
+        out.write("".join(line + "\n" for line in flip_lines(record, group)))
+
+
 def _report(args: argparse.Namespace, out: TextIO) -> int:
     from pytest_vleval.report.table import build_table, text_lines
 
@@ -240,6 +260,7 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
     _write_table(text_lines(table, width=max(60, width)), out)
     if not table.columns:
         out.write("no model results in the record(s)\n")
+    _write_precisions(record, cost, args.requests_per_day, max(60, width), out)
     if args.output is None:
         return 0
     if not str(args.output).lower().endswith((".html", ".htm")):
@@ -257,6 +278,7 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
         history=history,
         history_note=note,
         cost_per_hour=cost,
+        requests_per_day=args.requests_per_day,
         roots=roots,
         sources=[str(p) for p in args.records],
         title=args.title,

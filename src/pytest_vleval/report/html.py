@@ -53,6 +53,7 @@ class ReportInputs:
     history: Sequence[tuple[str, Mapping[str, Any]]] = ()  # (run name, record), oldest first
     history_note: str = ""  # where the history came from, or why there is none
     cost_per_hour: float | None = None
+    requests_per_day: float | None = None  # with cost_per_hour: the precision table's monthly cost
     roots: Sequence[Path] = ()  # folders relative image paths are looked up in
     sources: Sequence[str] = ()  # the record files a CLI report was built from
     title: str = "pytest-vleval report"
@@ -161,6 +162,8 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
         best_mark=BEST_MARK,
         models=html_data.models_context(record),
         comparison=html_data.comparison_context(record),
+        precisions=html_data.precisions_context(record, inputs.cost_per_hour, inputs.requests_per_day),
+        precision_gate=html_data.precision_gate_lines(record),
         plots=_plots(record, inputs),
         cases=html_data.cases_context(record, inputs, thumbs),
         golden=html_data.golden_context(record, thumbs),

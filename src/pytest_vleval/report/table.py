@@ -25,8 +25,8 @@ Segment = tuple[str, dict[str, bool]]
 class Column:
     group: str  # "all", a case file's short name, a golden set, "latency", "" for ungrouped
     name: str  # "pass", "score", "CIDEr", "p50", ...
-    kind: str  # rate, score, caption, seconds, bytes, tokens, per_hour, usd
-    better: str  # HIGHER or LOWER
+    kind: str  # rate, score, caption, seconds, bytes, bytes_exact, tokens, per_hour, usd, ratio, delta_rate, ...
+    better: str  # HIGHER or LOWER; "" for a column without a best value (a delta, a ratio)
     title: str = ""  # what the column means (HTML tooltip)
 
 
@@ -41,6 +41,8 @@ class ComparisonTable:
         """Rows holding the best value of a column, as displayed: none when fewer than two rows have a value or
         every value reads the same."""
         kind, better = self.columns[column].kind, self.columns[column].better
+        if better not in (HIGHER, LOWER):  # a delta or a ratio: no best
+            return set()
         present = {row: value for row, values in enumerate(self.values) if (value := values[column]) is not None}
         shown = {row: format_cell(kind, value) for row, value in present.items()}
         if len(present) < 2 or len(set(shown.values())) == 1:
@@ -189,6 +191,14 @@ def format_cell(kind: str, value: float | None) -> str:
         return f"{value * 1e3:.1f} ms" if abs(value) >= 1e-3 or value == 0 else f"{value * 1e6:.0f} us"
     if kind == "bytes":
         return f"{value / 2**30:.2f} GiB" if abs(value) >= 2**30 else f"{value / 2**20:.0f} MiB"
+    if kind == "bytes_exact":  # weights: small models differ below a MiB
+        return f"{value / 2**30:.2f} GiB" if abs(value) >= 2**30 else f"{value / 2**20:.2f} MiB"
+    if kind == "ratio":
+        return f"{value:.2f}x"
+    if kind == "delta_rate":
+        return f"{value * 100:+.1f}pp"
+    if kind == "delta_score":
+        return f"{value:+.3f}"
     if kind == "tokens":
         return f"{value:.1f}"
     if kind == "per_hour":
