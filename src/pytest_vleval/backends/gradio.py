@@ -139,6 +139,12 @@ class GradioBackend(ServiceBackend):
         timeout = self.http.request_timeout
         try:
             return job.result(timeout=timeout)
+        except concurrent.futures.CancelledError:
+            if self.http.stop.is_set():  # we cancelled it: Ctrl-C, the model closed
+                return GenerationFailure(f"{where}: interrupted")
+            # gradio_client drops a job now and then when its event stream is reopened under concurrent
+            # submissions (seen once in a few hundred requests at 4 in flight): worth another try
+            return Retry("the Gradio client dropped the job (CancelledError)")
         except (concurrent.futures.TimeoutError, TimeoutError):
             job.cancel()
             raise TimedOut(f"no answer within {timeout:g} s") from None
