@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_vleval.report.table import CAPTION_NAMES, HIGHER, LOWER, Column, ComparisonTable, short_names
+from pytest_vleval.report.table import (
+    CAPTION_NAMES,
+    HIGHER,
+    LOWER,
+    Column,
+    ComparisonTable,
+    column_adder,
+    short_names,
+)
 
 __all__ = ["PrecisionGroup", "build_precision_table", "flipped_cases", "precision_groups", "split_variant"]
 
@@ -79,14 +87,7 @@ def build_precision_table(
     models = [by_label.get(label) or {} for label in group.variants]
     reference = by_label.get(group.reference) or {}
     table = ComparisonTable(models=list(group.variants))
-    rows: list[list[float | None]] = [[] for _ in models]
-
-    def add(column: Column, values: Sequence[float | None]) -> None:
-        if all(v is None for v in values):
-            return
-        table.columns.append(column)
-        for row, value in zip(rows, values, strict=True):
-            row.append(value)
+    add = column_adder(table)
 
     def with_delta(group_name: str, name: str, metric: str, kind: str, delta_kind: str, title: str) -> None:
         values = [_metric(m, metric) for m in models]
@@ -118,7 +119,6 @@ def build_precision_table(
             name = CAPTION_NAMES.get(metric, metric)
             with_delta(entry, name, f"{metric}@{entry}", "caption", "delta_score", f"golden set {entry}: {metric}")
     _speed_columns(models, add, table.notes, cost_per_hour, requests_per_day)
-    table.values = rows
     table.notes.insert(0, f"reference: {group.reference}; d = change vs the reference")
     if all(w is None for w in weights):
         table.notes.append(

@@ -69,29 +69,35 @@ def _metric(model: Mapping[str, Any], name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def build_table(record: Mapping[str, Any], *, cost_per_hour: float | None = None) -> ComparisonTable:
-    """The comparison table of a record's models. ``cost_per_hour`` (USD per GPU hour) adds the cost column."""
-    models = [m for m in record.get("models", []) if isinstance(m, Mapping)]
-    table = ComparisonTable(models=[str(m["label"]) for m in models])
-    rows: list[list[float | None]] = [[] for _ in models]
+Add = Callable[[Column, Sequence[float | None]], None]
+
+
+def column_adder(table: ComparisonTable) -> Add:
+    """A function that adds a column (its values, one per model) to ``table``; a column without any value is left
+    out."""
+    table.values = [[] for _ in table.models]
 
     def add(column: Column, values: Sequence[float | None]) -> None:
         if all(v is None for v in values):
             return
         table.columns.append(column)
-        for row, value in zip(rows, values, strict=True):
+        for row, value in zip(table.values, values, strict=True):
             row.append(value)
 
+    return add
+
+
+def build_table(record: Mapping[str, Any], *, cost_per_hour: float | None = None) -> ComparisonTable:
+    """The comparison table of a record's models. ``cost_per_hour`` (USD per GPU hour) adds the cost column."""
+    models = [m for m in record.get("models", []) if isinstance(m, Mapping)]
+    table = ComparisonTable(models=[str(m["label"]) for m in models])
+    add = column_adder(table)
     _score_columns(models, add)
     _caption_columns(record, models, add)
     _speed_columns(models, add, table.notes, cost_per_hour)
-    table.values = rows
     if any(table.best(i) for i in range(len(table.columns))):
         table.notes.insert(0, f"{BEST_MARK} best of the column")
     return table
-
-
-Add = Callable[[Column, Sequence[float | None]], None]
 
 
 def _score_columns(models: Sequence[Mapping[str, Any]], add: Add) -> None:
