@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -332,6 +333,12 @@ def _threshold(
     return threshold
 
 
+@functools.lru_cache(maxsize=65536)
+def _resolved(base: Path, item: str) -> Path:
+    """Where a case's image path points (resolved once per folder and name: suites repeat their images)."""
+    return (base / item).resolve() if not Path(item).is_absolute() else Path(item)
+
+
 def image_paths(
     data: Mapping[str, Any], base: Path, where: Where, roots: Sequence[Path] | None = None, *, lazy: bool = False
 ) -> tuple[Path, ...]:
@@ -352,7 +359,7 @@ def image_paths(
     for item in raw:
         if not isinstance(item, str) or not item.strip():
             raise where.error(key, f"expected an image path, got {item!r}")
-        path = (base / item).resolve() if not Path(item).is_absolute() else Path(item)
+        path = _resolved(base, item)
         if lazy:
             paths.append(path)
             continue

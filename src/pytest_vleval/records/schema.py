@@ -9,6 +9,7 @@ memory and the run block.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import defaultdict
@@ -43,6 +44,12 @@ class RecordError(Exception):
 
 def relative(path: str | os.PathLike[str], rootdir: Path) -> str:
     """``path`` relative to the rootdir with forward slashes, or absolute when it lies outside."""
+    text = os.fspath(path)
+    return _relative(text, os.fspath(rootdir), "" if os.path.isabs(text) else os.getcwd())
+
+
+@functools.lru_cache(maxsize=65536)  # a suite's cases share their file and, often, their images
+def _relative(path: str, rootdir: str, cwd: str) -> str:  # cwd: part of the key for a relative path
     absolute = Path(os.path.abspath(path))
     try:
         return absolute.relative_to(Path(os.path.abspath(rootdir))).as_posix()
@@ -109,7 +116,9 @@ def model_entry(
     info: dict[str, Any] = {}
     for snapshot in seen:
         info = dict(snapshot.get("info") or {}) or info
-    load_seconds = [float(s["info"]["load_seconds"]) for s in seen if (s.get("info") or {}).get("load_seconds")]
+    load_seconds = [
+        float(s["info"]["load_seconds"]) for s in seen if (s.get("info") or {}).get("load_seconds") is not None
+    ]
     info.pop("load_seconds", None)
     if isinstance(info.get("source"), str) and spec.is_local:
         info["source"] = relative(info["source"], rootdir)
@@ -256,6 +265,15 @@ def build_record(
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON types only (tuples to lists, paths and other objects to strings, NaN to None)."""
+    kind = type(value)  # the common exact types first: a 200,000-case record is millions of leaves
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [to_jsonable(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -50,6 +50,8 @@ def parse_choices(value: Any) -> Choices:
 
 def render_options(choices: Choices) -> str:
     """The options as sent after the question: ``\\nA. text`` per option (LLaVA's ``model_vqa_mmbench.py``)."""
+    if not choices:
+        return ""
     return "".join(f"\n{letter}. {text}" for letter, text in choices)
 
 
