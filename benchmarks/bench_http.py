@@ -87,8 +87,8 @@ def main() -> None:
 
     from PIL import Image
 
-    from pytest_vleval.models import Conversation, GenerationFailure, resolve_model
     from pytest_vleval.backends.openai import OpenAIBackend
+    from pytest_vleval.models import Conversation, GenerationFailure, resolve_model
     from pytest_vleval.options import VlOptions
 
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
