@@ -28,6 +28,7 @@ class VlSession:
     recorder: Recorder  # every result arrives here; it builds the run record
     golden: GoldenScorer  # each golden set scored once per (set, model), one METEOR process for all
     judge: JudgeRunner | None = None  # --vl-judge: grades the turns of scorer judge, resident beside the models
+    frozen: bool = False  # the collected tree is gc.freeze()d for the run (predict/planning.freeze_collected)
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
