@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import io
 import tempfile
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from pytest_vleval.backends.base import Conversation, GenerationFailure, ModelLoadError, UnsupportedConversation
 from pytest_vleval.backends.http import Retry, TimedOut, Unreachable
+from pytest_vleval.backends.openai_api import image_bytes
 from pytest_vleval.backends.service import ServiceBackend, history_messages, unsupported_by
 from pytest_vleval.backends.service_spec import answer_at, answer_text
 
@@ -76,19 +76,15 @@ class GradioBackend(ServiceBackend):
             )
 
     def _image_file(self, path: Path, conv: Conversation) -> str:
-        """The file as it is, or a resized PNG (in this backend's temporary folder) under the pixel limits."""
+        """The file as it is, or the upload the served backends make under the pixel limits (``image_bytes``: a
+        resized PNG), written once into this backend's temporary folder."""
         if conv.min_pixels is None and conv.max_pixels is None:
             return str(path)
-        from PIL import Image
-
-        from pytest_vleval.backends.pixels import resize_within
-
-        target = Path(self._images.name) / f"{abs(hash((str(path), conv.min_pixels, conv.max_pixels)))}.png"
+        mime, data = image_bytes(path, conv.min_pixels, conv.max_pixels)
+        key = abs(hash((str(path), conv.min_pixels, conv.max_pixels)))
+        target = Path(self._images.name) / f"{key}.{mime.split('/')[1]}"
         if not target.exists():
-            buffer = io.BytesIO()
-            with Image.open(path) as image:
-                resize_within(image.convert("RGB"), conv.min_pixels, conv.max_pixels).save(buffer, format="PNG")
-            target.write_bytes(buffer.getvalue())
+            target.write_bytes(data)
         return str(target)
 
     def _arguments(self, conv: Conversation) -> dict[str, Any]:

@@ -89,52 +89,57 @@ _MAGIC = (
 
 
 @lru_cache(maxsize=64)
-def _data_url(path: str, mtime_ns: int) -> str:
-    """The file as a base64 data URL. PNG, JPEG, GIF and WebP go as they are (servers decode them to the same
-    pixels the in-process backend sees); anything else is re-encoded losslessly as PNG."""
+def _image(path: str, mtime_ns: int, low: int | None, high: int | None) -> tuple[str, bytes]:
+    """(mime type, bytes) of the image as it is uploaded. PNG, JPEG, GIF and WebP go as they are (servers decode
+    them to the same pixels the in-process backend sees); anything else is re-encoded losslessly as PNG. With
+    pixel limits, an image whose area lies outside them is resized (aspect kept) and sent as PNG."""
+    import io
+
+    if low is not None or high is not None:
+        from PIL import Image
+
+        from pytest_vleval.backends.pixels import effective_size, resize_within
+
+        with Image.open(path) as image:
+            if effective_size(image.width, image.height, low, high) == image.size:
+                return _image(path, mtime_ns, None, None)
+            buffer = io.BytesIO()
+            resize_within(image.convert("RGB"), low, high).save(buffer, format="PNG")
+        return "image/png", buffer.getvalue()
     data = Path(path).read_bytes()
     mime = next((m for magic, m in _MAGIC if data.startswith(magic)), None)
     if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         mime = "image/webp"
     if mime is None:
-        import io
-
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
         data, mime = buffer.getvalue(), "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return mime, data
+
+
+def image_bytes(image: Path | str, min_pixels: int | None = None, max_pixels: int | None = None) -> tuple[str, bytes]:
+    """A local image file as uploaded: (mime type, bytes), resized to the pixel limits when they are set (a
+    server's own processor is out of reach, so the limits apply here). One place for every served backend."""
+    path = Path(image)
+    return _image(str(path.resolve()), path.stat().st_mtime_ns, min_pixels, max_pixels)
 
 
 @lru_cache(maxsize=64)
-def _limited_data_url(path: str, mtime_ns: int, low: int | None, high: int | None) -> str:
-    """The file as a PNG data URL, resized (aspect kept) so that its area lies within the pixel limits; the file
-    as it is when it already does."""
-    import io
-
-    from PIL import Image
-
-    from pytest_vleval.backends.pixels import effective_size, resize_within
-
-    with Image.open(path) as image:
-        if effective_size(image.width, image.height, low, high) == image.size:
-            return _data_url(path, mtime_ns)
-        buffer = io.BytesIO()
-        resize_within(image.convert("RGB"), low, high).save(buffer, format="PNG")
-    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+def _data_url(path: str, mtime_ns: int, low: int | None, high: int | None) -> str:
+    mime, data = _image(path, mtime_ns, low, high)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def image_url(image: Path | str, min_pixels: int | None = None, max_pixels: int | None = None) -> str:
-    """An http(s) URL passes through (the server fetches it); a local file becomes a data URL, resized to the
-    pixel limits when they are set (a server's own processor is out of reach, so the limits apply here)."""
+    """An http(s) URL passes through (the server fetches it); a local file becomes a data URL of
+    :func:`image_bytes`."""
     if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
         return image
     path = Path(image)
-    if min_pixels is None and max_pixels is None:
-        return _data_url(str(path.resolve()), path.stat().st_mtime_ns)
-    return _limited_data_url(str(path.resolve()), path.stat().st_mtime_ns, min_pixels, max_pixels)
+    return _data_url(str(path.resolve()), path.stat().st_mtime_ns, min_pixels, max_pixels)
 
 
 def chat_messages(conv: Conversation) -> list[dict[str, Any]]:

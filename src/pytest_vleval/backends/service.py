@@ -27,7 +27,7 @@ from pytest_vleval.backends.base import (
     UnsupportedConversation,
 )
 from pytest_vleval.backends.http import HttpSession, Reply, TimedOut, Unreachable
-from pytest_vleval.backends.openai_api import image_url, server_message
+from pytest_vleval.backends.openai_api import image_bytes, server_message
 from pytest_vleval.backends.service_spec import (
     ServiceDescription,
     answer_at,
@@ -62,16 +62,6 @@ def unsupported_by(description: ServiceDescription, conv: Conversation) -> str |
     return None
 
 
-def _image_parts(conv: Conversation) -> list[tuple[str, bytes]]:
-    """Each image as (mime type, bytes): the file as it is, or a resized PNG under the case's pixel limits."""
-    parts = []
-    for path in conv.images:
-        url = image_url(path, conv.min_pixels, conv.max_pixels)
-        header, data = url.split(",", 1)
-        parts.append((header[5:].split(";")[0], base64.b64decode(data)))
-    return parts
-
-
 def history_messages(conv: Conversation) -> list[dict[str, str]]:
     turns: list[dict[str, str]] = []
     for question, answer in conv.history:
@@ -93,7 +83,7 @@ def service_request(description: ServiceDescription, conv: Conversation) -> dict
     image = description.image
     files: list[tuple[str, tuple[str, bytes, str]]] = []
     if image is not None and conv.images:
-        parts = _image_parts(conv)
+        parts = [image_bytes(path, conv.min_pixels, conv.max_pixels) for path in conv.images]
         if image.encoding == "file":
             for n, (mime, data) in enumerate(parts):
                 files.append((image.field, (f"image{n}.{mime.split('/')[1]}", data, mime)))
