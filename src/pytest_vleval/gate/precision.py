@@ -1,18 +1,50 @@
-"""The in-run precision gate: ``--vl-compare-fail=accuracy@int4:-5pp`` compares each model's int4 variant with its
-reference variant of the same run (``--vl-precision-reference``, else the model's first), under the same rules,
+"""The precision variants of a run (``precision_groups``) and the in-run precision gate:
+``--vl-compare-fail=accuracy@int4:-5pp`` compares each model's int4 variant with its reference variant of the same
+run (``--vl-precision-reference``, else the model's first), under the same rules,
 significance tests and flip lists as a comparison with a saved baseline (``compare.py``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_vleval.backends.precision import split_precision
 from pytest_vleval.gate.compare import Comparison, ModelComparison, Row, compare_records
 from pytest_vleval.gate.rules import Rule
-from pytest_vleval.report.precision import precision_groups, split_variant
 
-__all__ = ["compare_precisions"]
+__all__ = ["PrecisionGroup", "compare_precisions", "precision_groups"]
+
+
+@dataclass
+class PrecisionGroup:
+    model: str  # the model's label without its precision
+    reference: str  # the reference variant's label
+    variants: list[str] = field(default_factory=list)  # every variant's label, the reference first
+
+
+def precision_groups(record: Mapping[str, Any], reference: str | None = None) -> list[PrecisionGroup]:
+    """The models of a record that ran at two or more precisions, in run order. ``reference`` is a precision
+    name (``fp32``); a model without that variant is compared with its first."""
+    groups: dict[str, PrecisionGroup] = {}
+    for model in record.get("models") or []:
+        label = str(model.get("label", ""))
+        base, precision = split_precision(label)
+        if precision is None:
+            continue
+        group = groups.setdefault(base, PrecisionGroup(model=base, reference=label))
+        group.variants.append(label)
+        if precision == reference:
+            group.reference = label
+    out = []
+    for group in groups.values():
+        if len(group.variants) < 2:
+            continue
+        group.variants.remove(group.reference)
+        group.variants.insert(0, group.reference)
+        out.append(group)
+    return out
 
 
 def _as(record: Mapping[str, Any], label: str, renamed: str) -> dict[str, Any]:
@@ -34,7 +66,7 @@ def compare_precisions(
     groups = precision_groups(record, reference)
     for group in groups:
         for variant in group.variants[1:]:
-            precision = split_variant(variant)[1]
+            precision = split_precision(variant)[1]
             mine = [dataclasses.replace(rule, where=None) for rule in rules if rule.precision == precision]
             if not mine:
                 continue
@@ -46,7 +78,7 @@ def compare_precisions(
                 result.models.append(model)
             result.notes.extend(n for n in part.notes if n not in result.notes)
     named = {rule.precision for rule in rules}
-    present = {split_variant(v)[1] for g in groups for v in g.variants[1:]}
+    present = {split_precision(v)[1] for g in groups for v in g.variants[1:]}
     for missing in sorted(p for p in named - present if p is not None):
         why = f"no model of this run ran at {missing} besides its reference precision"
         rows = [

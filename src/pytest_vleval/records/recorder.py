@@ -281,7 +281,7 @@ class Recorder:
 
     def _precisions(self, session: pytest.Session, record: dict[str, Any]) -> None:
         """The precision variants of the run (record["precisions"]), gated by limits like accuracy@int4:-5pp."""
-        from pytest_vleval.report.precision import precision_groups
+        from pytest_vleval.gate.precision import precision_groups
 
         reference = self.options.precision_reference
         groups = precision_groups(record, reference)

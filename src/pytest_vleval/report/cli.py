@@ -223,14 +223,13 @@ def _write_precisions(
     record: dict[str, Any], cost: float | None, volume: float | None, width: int, out: TextIO
 ) -> None:
     """The precision table (and flipped cases) of each model the record(s) ran at several precisions."""
-    from pytest_vleval.report.precision import build_precision_table, flip_lines, precision_groups
+    from pytest_vleval.report.precision import precision_views
     from pytest_vleval.report.table import text_lines
 
-    for group in precision_groups(record, (record.get("precisions") or {}).get("reference")):
-        out.write(f"\nprecisions of {group.model} (reference {group.reference}):\n")
-        table = build_precision_table(record, group, cost_per_hour=cost, requests_per_day=volume)
-        _write_table(text_lines(table, width=width), out)
-        out.write("".join(line + "\n" for line in flip_lines(record, group)))
+    for view in precision_views(record, cost_per_hour=cost, requests_per_day=volume):
+        out.write(f"\nprecisions of {view.group.model} (reference {view.group.reference}):\n")
+        _write_table(text_lines(view.table, width=width), out)
+        out.write("".join(line + "\n" for line in view.flips))
 
 
 def _report(args: argparse.Namespace, out: TextIO) -> int:

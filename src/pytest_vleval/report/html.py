@@ -30,6 +30,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from pytest_vleval.report import html_data
+from pytest_vleval.report.precision import gate_lines
 from pytest_vleval.report.table import BEST_MARK, ComparisonTable, build_table
 
 __all__ = ["HISTORY_RUNS", "ReportInputs", "json_for_script", "render_report", "word_diff", "write_report"]
@@ -163,7 +164,7 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
         models=html_data.models_context(record),
         comparison=html_data.comparison_context(record),
         precisions=html_data.precisions_context(record, inputs.cost_per_hour, inputs.requests_per_day),
-        precision_gate=html_data.precision_gate_lines(record),
+        precision_gate=gate_lines(record),
         plots=_plots(record, inputs),
         cases=html_data.cases_context(record, inputs, thumbs),
         golden=html_data.golden_context(record, thumbs),

@@ -75,25 +75,10 @@ def precisions_context(
     record: Mapping[str, Any], cost_per_hour: float | None, requests_per_day: float | None
 ) -> list[dict[str, Any]]:
     """Each model run at several precisions: its precision table and flipped cases."""
-    from pytest_vleval.report.precision import build_precision_table, flip_lines, precision_groups
+    from pytest_vleval.report.precision import precision_views
 
-    block = record.get("precisions") or {}
-    out = []
-    for group in precision_groups(record, block.get("reference")):
-        table = build_precision_table(record, group, cost_per_hour=cost_per_hour, requests_per_day=requests_per_day)
-        out.append({**vars(group), "table": table_context(table), "flips": flip_lines(record, group)})
-    return out
-
-
-def precision_gate_lines(record: Mapping[str, Any]) -> list[str]:
-    """The in-run precision gate's verdict and its rows, as text (none without limits)."""
-    from pytest_vleval.report.comparison import comparison_lines, gate_verdict
-
-    comparison = (record.get("precisions") or {}).get("comparison")
-    if not isinstance(comparison, Mapping):
-        return []
-    lines = [*gate_verdict(comparison)[1], "", *comparison_lines(comparison, max_flips=0)]
-    return [line.replace("vleval gate", "vleval precision gate", 1) for line in lines]
+    views = precision_views(record, cost_per_hour=cost_per_hour, requests_per_day=requests_per_day)
+    return [{**vars(view.group), "table": table_context(view.table), "flips": view.flips} for view in views]
 
 
 def models_context(record: Mapping[str, Any]) -> list[dict[str, Any]]:

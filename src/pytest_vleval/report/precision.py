@@ -11,9 +11,11 @@ in the terminal summary, the HTML report and ``python -m pytest_vleval report``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pytest_vleval.backends.precision import split_precision
+from pytest_vleval.gate.precision import PrecisionGroup
 from pytest_vleval.report.table import (
     CAPTION_NAMES,
     HIGHER,
@@ -21,54 +23,14 @@ from pytest_vleval.report.table import (
     Column,
     ComparisonTable,
     column_adder,
+    metric_value,
     short_names,
 )
 
-__all__ = ["PrecisionGroup", "build_precision_table", "flipped_cases", "precision_groups", "split_variant"]
+__all__ = ["PrecisionView", "build_precision_table", "flip_lines", "flipped_cases", "gate_lines", "precision_views"]
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
 DAYS_PER_MONTH = 30
 NEUTRAL = ""  # a column with no best value (deltas, ratios)
-
-
-def split_variant(label: str) -> tuple[str, str | None]:
-    base, sep, suffix = label.rpartition("@")
-    return (base, suffix) if sep and base and suffix in PRECISIONS else (label, None)
-
-
-@dataclass
-class PrecisionGroup:
-    model: str  # the model's label without its precision
-    reference: str  # the reference variant's label
-    variants: list[str] = field(default_factory=list)  # every variant's label, the reference first
-
-
-def precision_groups(record: Mapping[str, Any], reference: str | None = None) -> list[PrecisionGroup]:
-    """The models of a record that ran at two or more precisions, in run order. ``reference`` is a precision
-    name (``fp32``); a model without that variant is compared with its first."""
-    groups: dict[str, PrecisionGroup] = {}
-    for model in record.get("models") or []:
-        label = str(model.get("label", ""))
-        base, precision = split_variant(label)
-        if precision is None:
-            continue
-        group = groups.setdefault(base, PrecisionGroup(model=base, reference=label))
-        group.variants.append(label)
-        if precision == reference:
-            group.reference = label
-    out = []
-    for group in groups.values():
-        if len(group.variants) < 2:
-            continue
-        group.variants.remove(group.reference)
-        group.variants.insert(0, group.reference)
-        out.append(group)
-    return out
-
-
-def _metric(model: Mapping[str, Any] | None, name: str) -> float | None:
-    value = ((model or {}).get("metrics") or {}).get(name)
-    return None if value is None else float(value)
 
 
 def _delta(after: float | None, before: float | None) -> float | None:
@@ -90,9 +52,9 @@ def build_precision_table(
     add = column_adder(table)
 
     def with_delta(group_name: str, name: str, metric: str, kind: str, delta_kind: str, title: str) -> None:
-        values = [_metric(m, metric) for m in models]
+        values = [metric_value(m, metric) for m in models]
         add(Column(group_name, name, kind, HIGHER, title), values)
-        base = _metric(reference, metric)
+        base = metric_value(reference, metric)
         add(
             Column(group_name, "d" + name, delta_kind, NEUTRAL, f"{title}: change vs {group.reference}"),
             [None if m is reference else _delta(v, base) for m, v in zip(models, values, strict=True)],
@@ -102,7 +64,7 @@ def build_precision_table(
     add(Column("weights", "bytes", "bytes_exact", LOWER, "bytes of the loaded weights, measured"), weights)
     ref_weights = _weight_bytes(reference)
     add(
-        Column("weights", f"x {split_variant(group.reference)[1]}", "ratio", NEUTRAL, "weight bytes / reference's"),
+        Column("weights", f"x {split_precision(group.reference)[1]}", "ratio", NEUTRAL, "weight bytes / reference's"),
         [None if w is None or not ref_weights else w / ref_weights for w in weights],
     )
     with_delta("all", "pass", "accuracy", "rate", "delta_rate", "cases passed / cases")
@@ -112,7 +74,7 @@ def build_precision_table(
         with_delta(short, "pass", f"accuracy@{suite}", "rate", "delta_rate", f"{suite}: cases passed / cases")
         add(
             Column(short, "score", "score", HIGHER, f"{suite}: mean case score"),
-            [_metric(m, f"mean_score@{suite}") for m in models],
+            [metric_value(m, f"mean_score@{suite}") for m in models],
         )
     for entry in sorted({str(g.get("set")) for g in record.get("golden") or []}):
         for metric in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L"):
@@ -142,16 +104,19 @@ def _speed_columns(
 ) -> None:
     add(
         Column("", "peak mem", "bytes", LOWER, "the process's RSS peak (CUDA allocator peak on a GPU)"),
-        [_metric(m, "memory_peak") for m in models],
+        [metric_value(m, "memory_peak") for m in models],
     )
-    benchmarked = any(_metric(m, "latency_p50") is not None for m in models)
+    benchmarked = any(metric_value(m, "latency_p50") is not None for m in models)
     name = "latency_p50" if benchmarked else "case_seconds_p50"
     add(
         Column("", "p50", "seconds", LOWER, "latency p50" + ("" if benchmarked else " per case in batches")),
-        [_metric(m, name) for m in models],
+        [metric_value(m, name) for m in models],
     )
-    add(Column("", "tok/s", "tokens", HIGHER, "output tokens per second"), [_metric(m, "tokens_per_s") for m in models])
-    per_hour = [None if (v := _metric(m, "cases_per_s")) is None else v * 3600 for m in models]
+    add(
+        Column("", "tok/s", "tokens", HIGHER, "output tokens per second"),
+        [metric_value(m, "tokens_per_s") for m in models],
+    )
+    per_hour = [None if (v := metric_value(m, "cases_per_s")) is None else v * 3600 for m in models]
     add(Column("", "cases/h", "per_hour", HIGHER, "cases answered per hour of generation (batched)"), per_hour)
     if cost_per_hour is None or requests_per_day is None:
         return
@@ -214,3 +179,40 @@ def flip_lines(record: Mapping[str, Any], group: PrecisionGroup, limit: int = 20
         if len(mine) > limit:
             lines.append(f"  ... and {len(mine) - limit} more (the record's cases list them all)")
     return lines
+
+
+@dataclass(frozen=True)
+class PrecisionView:
+    group: PrecisionGroup
+    table: ComparisonTable
+    flips: list[str]
+
+
+def precision_views(
+    record: Mapping[str, Any], *, cost_per_hour: float | None = None, requests_per_day: float | None = None
+) -> list[PrecisionView]:
+    """Each model the record ran at several precisions (the run's reference precision applied): its table and
+    its flipped cases, as every view (terminal, HTML, the report command) shows them."""
+    from pytest_vleval.gate.precision import precision_groups
+
+    reference = (record.get("precisions") or {}).get("reference")
+    return [
+        PrecisionView(
+            group,
+            build_precision_table(record, group, cost_per_hour=cost_per_hour, requests_per_day=requests_per_day),
+            flip_lines(record, group),
+        )
+        for group in precision_groups(record, reference)
+    ]
+
+
+def gate_lines(record: Mapping[str, Any]) -> list[str]:
+    """The in-run precision gate as text: each variant's rows against its reference, then the verdict (none
+    without limits on a precision)."""
+    from pytest_vleval.report.comparison import comparison_lines, gate_verdict
+
+    comparison = (record.get("precisions") or {}).get("comparison")
+    if not isinstance(comparison, Mapping):
+        return []
+    lines = [*comparison_lines(comparison, max_flips=0), "", *gate_verdict(comparison)[1]]
+    return [line.replace("vleval gate", "vleval precision gate", 1) for line in lines]

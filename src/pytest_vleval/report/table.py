@@ -64,7 +64,7 @@ def short_names(paths: Sequence[str]) -> dict[str, str]:
     return {path: short if counts[short] == 1 else path for path, short in shorts.items()}
 
 
-def _metric(model: Mapping[str, Any], name: str) -> float | None:
+def metric_value(model: Mapping[str, Any], name: str) -> float | None:
     value = (model.get("metrics") or {}).get(name)
     return None if value is None else float(value)
 
@@ -102,21 +102,23 @@ def build_table(record: Mapping[str, Any], *, cost_per_hour: float | None = None
 
 def _score_columns(models: Sequence[Mapping[str, Any]], add: Add) -> None:
     if any((m.get("eval") or {}).get("cases") for m in models):
-        add(Column("all", "pass", "rate", HIGHER, "cases passed / cases"), [_metric(m, "accuracy") for m in models])
-        add(Column("all", "score", "score", HIGHER, "mean case score"), [_metric(m, "mean_score") for m in models])
+        add(
+            Column("all", "pass", "rate", HIGHER, "cases passed / cases"), [metric_value(m, "accuracy") for m in models]
+        )
+        add(Column("all", "score", "score", HIGHER, "mean case score"), [metric_value(m, "mean_score") for m in models])
         add(
             Column("dialogue", "turns held", "score", HIGHER, "dialogues: turns right in a row from the first, mean"),
-            [_metric(m, "turns_held") for m in models],
+            [metric_value(m, "turns_held") for m in models],
         )
     suites = sorted({suite for m in models for suite in (m.get("suites") or {})})
     for suite, short in short_names(suites).items():
         add(
             Column(short, "pass", "rate", HIGHER, f"{suite}: cases passed / cases"),
-            [_metric(m, f"accuracy@{suite}") for m in models],
+            [metric_value(m, f"accuracy@{suite}") for m in models],
         )
         add(
             Column(short, "score", "score", HIGHER, f"{suite}: mean case score"),
-            [_metric(m, f"mean_score@{suite}") for m in models],
+            [metric_value(m, f"mean_score@{suite}") for m in models],
         )
 
 
@@ -134,7 +136,7 @@ def _caption_columns(record: Mapping[str, Any], models: Sequence[Mapping[str, An
                 Column(
                     name, CAPTION_NAMES.get(metric, metric), "caption", HIGHER, f"golden set {name}: corpus {metric}"
                 ),
-                [_metric(m, f"{metric}@{name}") for m in models],
+                [metric_value(m, f"{metric}@{name}") for m in models],
             )
 
 
@@ -143,12 +145,12 @@ def _speed_columns(
 ) -> None:
     """Latency, tokens, memory, throughput and cost; a note for each column shown (none for an absent one), and
     one that says why the cost asked for cannot be given when nothing was generated (every answer cached)."""
-    benchmarked = any(_metric(m, "latency_p50") is not None for m in models)
+    benchmarked = any(metric_value(m, "latency_p50") is not None for m in models)
     prefix = "latency" if benchmarked else "case_seconds"
     what = (
         "one request alone, --vl-benchmark rounds" if benchmarked else "per case in batches: a batch's time / its size"
     )
-    latency = {q: [_metric(m, f"{prefix}_{q}") for m in models] for q in ("p50", "p95")}
+    latency = {q: [metric_value(m, f"{prefix}_{q}") for m in models] for q in ("p50", "p95")}
     if any(v is not None for values in latency.values() for v in values):
         notes.append(
             "latency: one request alone, end to end (--vl-benchmark rounds)"
@@ -158,15 +160,15 @@ def _speed_columns(
         )
     for q, values in latency.items():
         add(Column("latency", q, "seconds", LOWER, f"latency {q}, {what}"), values)
-    tokens = [_metric(m, "tokens_per_s") for m in models]
+    tokens = [metric_value(m, "tokens_per_s") for m in models]
     add(Column("", "tok/s", "tokens", HIGHER, "output tokens per second of generation (--vl-benchmark)"), tokens)
     if all(t is None for t in tokens) and benchmarked:
         notes.append("tok/s: needs a backend that counts tokens")
     add(
         Column("", "peak mem", "bytes", LOWER, "CUDA allocator peak on a GPU, else the process's RSS peak"),
-        [_metric(m, "memory_peak") for m in models],
+        [metric_value(m, "memory_peak") for m in models],
     )
-    per_hour = [None if (v := _metric(m, "cases_per_s")) is None else v * 3600 for m in models]
+    per_hour = [None if (v := metric_value(m, "cases_per_s")) is None else v * 3600 for m in models]
     add(Column("", "cases/h", "per_hour", HIGHER, "cases answered per hour of generation (batched)"), per_hour)
     if cost_per_hour is None:
         return

@@ -55,31 +55,21 @@ def write_summary(terminalreporter: Any, recorder: Recorder) -> None:
 
 def _precision_section(terminalreporter: Any, recorder: Recorder, record: Mapping[str, Any]) -> None:
     """The precision table of each model run at several precisions, its flipped cases, the in-run gate."""
-    from pytest_vleval.report.precision import build_precision_table, flip_lines, precision_groups
+    from pytest_vleval.report.precision import gate_lines, precision_views
     from pytest_vleval.report.table import text_lines
 
-    block = record["precisions"]
     report = recorder.options.report
     terminalreporter.section("vleval precisions")
     width = max(60, recorder.config.get_terminal_writer().fullwidth)
-    for group in precision_groups(record, block.get("reference")):
-        table = build_precision_table(
-            record, group, cost_per_hour=report.cost_per_hour, requests_per_day=report.requests_per_day
-        )
-        for segments in text_lines(table, width=width):
+    for view in precision_views(record, cost_per_hour=report.cost_per_hour, requests_per_day=report.requests_per_day):
+        for segments in text_lines(view.table, width=width):
             for text, markup in segments:
                 terminalreporter.write(text, **markup)
             terminalreporter.write("\n")
-        for line in flip_lines(record, group):
+        for line in view.flips:
             terminalreporter.write_line(line)
-    comparison = block.get("comparison")
-    if isinstance(comparison, Mapping):
-        lines = [*comparison_lines(comparison, max_flips=0), "", *gate_verdict(comparison)[1]]
-        for line in lines:
-            line = line.replace("vleval gate", "vleval precision gate", 1)
-            terminalreporter.write_line(
-                line, **(FAILED_MARKUP if line.startswith("vleval precision gate FAILED") else {})
-            )
+    for line in gate_lines(record):
+        terminalreporter.write_line(line, **(FAILED_MARKUP if line.startswith("vleval precision gate FAILED") else {}))
 
 
 def _section(terminalreporter: Any, title: str, lines: Sequence[str]) -> None:
