@@ -190,3 +190,12 @@ def test_the_built_in_model_at_four_precisions(pytester: pytest.Pytester) -> Non
         cwd=pytester.path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert "precisions of tiny (reference tiny@fp32):" in cli.stdout and "tiny@int4 vs tiny@fp32" in cli.stdout
+
+
+def test_limits_on_a_precision_in_the_ini_gate_the_run(variants: pytest.Pytester) -> None:
+    """The ini's limits on a precision are checked within the run; its limits against a baseline wait for
+    --vl-compare (as before)."""
+    variants.makeini("[pytest]\nvl_compare_fail = accuracy@int4:-5pp,accuracy:-2%\n")
+    result = variants.runpytest("--vl-model=fake", "--vl-precisions=fp32,int4", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["vleval precision gate FAILED:", "  fake@int4: accuracy*-5pp*"])

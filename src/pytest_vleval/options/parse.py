@@ -283,18 +283,21 @@ def _record_options(config: pytest.Config) -> RecordOptions:
     spec_cli = config.getoption("vl_compare_fail")
     spec = _value(config, "vl_compare_fail", "vl_compare_fail")
     rules: tuple[Rule, ...] = ()
-    if spec and (compare is not None or spec_cli is not None):
+    if spec:
         try:
             rules = parse_fail_spec(spec, "--vl-compare-fail" if spec_cli is not None else "ini vl_compare_fail")
         except SpecError as exc:
             raise pytest.UsageError(str(exc)) from None
+    # Limits on a precision variant (accuracy@int4:-5pp) are checked within the run, the others against --vl-compare.
     in_run = tuple(rule for rule in rules if rule.precision is not None)
     rules = tuple(rule for rule in rules if rule.precision is None)
     if rules and compare is None:
-        raise pytest.UsageError(
-            "--vl-compare-fail needs --vl-compare (which saved run to compare with: latest, a number, a name or a "
-            "path); only limits on a precision variant (accuracy@int4:-5pp) are checked within the run"
-        )
+        if spec_cli is not None:
+            raise pytest.UsageError(
+                "--vl-compare-fail needs --vl-compare (which saved run to compare with: latest, a number, a name or "
+                "a path); only limits on a precision variant (accuracy@int4:-5pp) are checked within the run"
+            )
+        rules = ()  # the ini's limits against a baseline apply when a run is compared
     if not config.getoption("vl_benchmark") and (missing := needs_benchmark((*rules, *in_run))):
         raise pytest.UsageError(
             f"--vl-compare-fail: {', '.join(missing)} is measured by the latency benchmarks: add --vl-benchmark"
