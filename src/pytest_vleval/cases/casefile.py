@@ -84,6 +84,7 @@ class CaseFile:
     path: Path
     cases: tuple[Case, ...]
     description: str | None = None
+    sourced: bool = False  # some cases come from a `source:` block's dataset files
 
 
 def load_case_file(
@@ -132,7 +133,12 @@ def load_case_file(
             for index, row in enumerate(rows)
         ]
     description = data.get("description")
-    return CaseFile(path=path, cases=tuple(cases), description=str(description) if description else None)
+    return CaseFile(
+        path=path,
+        cases=tuple(cases),
+        description=str(description) if description else None,
+        sourced="source" in data,
+    )
 
 
 def _read(path: Path) -> Any:

@@ -332,6 +332,13 @@ FLAGS: tuple[Flag, ...] = (
 # Settings that have no command-line flag: (name, help, type, default).
 INI_ONLY: tuple[tuple[str, str, str | None, Any], ...] = (
     (
+        "vl_collection_cache",
+        "Keep the parsed cases of large case files (1,000 cases and more) in .vleval/collected/ and read them back "
+        "while the file, its settings and the plugin are unchanged. Default: true.",
+        "bool",
+        True,
+    ),
+    (
         "vl_case_files",
         "Glob patterns of YAML case files to collect (file names only). Default: test_*.yaml test_*.yml.",
         "args",

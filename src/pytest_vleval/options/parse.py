@@ -130,6 +130,7 @@ def parse_options(config: pytest.Config) -> VlOptions:
         min_pixels=min_pixels,
         max_pixels=max_pixels,
         data_roots=_data_roots(config),
+        collection_cache=bool(config.getini("vl_collection_cache")),
         record=_record_options(config),
         bench=_bench_options(config),
         report=_report_options(config),
