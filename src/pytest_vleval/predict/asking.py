@@ -4,7 +4,7 @@ generation, the latency items and the record all take the sent text from here, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_vleval.backends.base import Conversation
 from pytest_vleval.backends.families import GENERIC, FamilyAdapter
@@ -20,10 +20,18 @@ class Asking:
     family: FamilyAdapter = GENERIC
     min_pixels: int | None = None
     max_pixels: int | None = None
+    # Each case's questions, rendered once (the cache key, the batch order, the generation and the record all
+    # ask): by the case object's id, kept with the case so that an id reused by a later object never matches.
+    _sent: dict[int, tuple[Case, tuple[str, ...]]] = field(default_factory=dict, compare=False, repr=False)
 
     def questions(self, case: Case) -> tuple[str, ...]:
         """Each turn's text as sent to this model."""
-        return tuple(turn.sent(self.family.refer_prompt) for turn in case.turns)
+        known = self._sent.get(id(case))
+        if known is not None and known[0] is case:
+            return known[1]
+        sent = tuple(turn.sent(self.family.refer_prompt) for turn in case.turns)
+        self._sent[id(case)] = (case, sent)
+        return sent
 
     def pixels(self, case: Case) -> tuple[int | None, int | None]:
         """(min_pixels, max_pixels) for `case`: the case's (or its file's), else the run's; None: the model's."""

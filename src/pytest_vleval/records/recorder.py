@@ -42,6 +42,7 @@ __all__ = ["PROPERTY", "Recorder", "attach_result", "is_controller", "is_worker"
 PROPERTY = "vleval"  # the user property a result travels in
 WORKER_KEY = "vleval"  # the workeroutput key of a worker's snapshot
 KINDS = ("case", "golden", "benchmark")
+CASE_ATTRIBUTE = "vleval_case"  # the report of a case's test keeps its record entry (report.vleval_case)
 
 
 def attach_result(item: pytest.Item, kind: str, data: dict[str, Any]) -> None:
@@ -57,13 +58,30 @@ def attached_results(report: pytest.TestReport) -> Iterator[tuple[str, dict[str,
             yield str(value["kind"]), value["data"]
 
 
+def _take_results(holder: pytest.Item | pytest.TestReport) -> list[tuple[str, dict[str, Any]]]:
+    """The results on an item or report, taken off it (its ``user_properties``, in place). A result lives on in
+    the record only (a 200,000-case run kept each one twice more, on its item and its report), and --junitxml
+    no longer writes each one's Python repr as a property of its test case."""
+    taken = list(attached_results(holder))  # type: ignore[arg-type]
+    if taken:
+        holder.user_properties[:] = [
+            (name, value)
+            for name, value in holder.user_properties
+            if not (name == PROPERTY and isinstance(value, dict) and value.get("kind") in KINDS)
+        ]
+    return taken
+
+
 def judge_error_status(report: pytest.TestReport) -> tuple[str, str, str] | None:
     """The terminal status of a case whose judge failed: ERROR (E), not FAILED: the model is not blamed."""
     if report.when != "call" or not report.failed:
         return None
-    if any(kind == "case" and data.get("judge_error") for kind, data in attached_results(report)):
-        return "error", "E", "ERROR"
-    return None
+    entry = getattr(report, CASE_ATTRIBUTE, None)
+    if entry is not None:
+        judged = bool(entry.get("judge_error"))
+    else:  # a report the recorder has not taken (an xdist worker's own)
+        judged = any(kind == "case" and data.get("judge_error") for kind, data in attached_results(report))
+    return ("error", "E", "ERROR") if judged else None
 
 
 def is_worker(config: pytest.Config) -> bool:
@@ -147,11 +165,18 @@ class Recorder:
             slot = self.model_memory.setdefault(label, {})
             slot["peak"] = max_merge([slot.get("peak") or {}, window])
 
-    @pytest.hookimpl
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        report = yield
+        if call.when == "call":
+            _take_results(item)  # the call's report (a copy of the list) carries them on
+        return report
+
+    @pytest.hookimpl(tryfirst=True)  # before the terminal's status (judge_error_status) and --junitxml
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" or is_worker(self.config):  # a worker's results reach its controller
             return
-        for kind, data in attached_results(report):
+        for kind, data in _take_results(report):
             self._receive(kind, data, report)
 
     def _receive(self, kind: str, data: dict[str, Any], report: pytest.TestReport) -> None:
@@ -160,7 +185,9 @@ class Recorder:
             outcome = _outcome(report)
             if data.get("judge_error") and outcome["outcome"] == "failed":
                 outcome["outcome"] = "error"  # the judge failed, not the model (shown as ERROR, see report_status)
-            self.cases.append(case_entry(data, rootdir=rootdir, **outcome))
+            entry = case_entry(data, rootdir=rootdir, **outcome)
+            self.cases.append(entry)
+            setattr(report, CASE_ATTRIBUTE, entry)
         elif kind == "benchmark":
             self.benchmarks.append(data)
         else:

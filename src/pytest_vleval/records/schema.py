@@ -60,46 +60,53 @@ def _relative(path: str, rootdir: str, cwd: str) -> str:  # cwd: part of the key
 def case_entry(
     result: Mapping[str, Any], *, nodeid: str, line: int | None, outcome: str, rootdir: Path
 ) -> dict[str, Any]:
-    """A case of the record from ``CaseResult.to_dict()`` and its test report."""
+    """A case of the record from ``CaseResult.to_dict()`` and its test report: plain JSON types already (the
+    record does not copy its cases again: a 200,000-case record is millions of values)."""
     return {
-        "model": result["model"],
+        "model": str(result["model"]),
         "suite": relative(result["file"], rootdir),
-        "case_id": result["case_id"],
+        "case_id": str(result["case_id"]),
         "nodeid": nodeid,
         "line": line,
         "outcome": outcome,
         "passed": bool(result["passed"]),
-        "score": float(result["score"]),
-        "error": result.get("error"),
+        "score": _number(result["score"]),
+        "error": to_jsonable(result.get("error")),
         "seconds": float(result.get("seconds") or 0.0),
-        "cached": result.get("cached"),  # answered from the answer cache (then not timed), if the result says
+        "cached": to_jsonable(result.get("cached")),  # answered from the answer cache (then not timed)
         "images": [relative(p, rootdir) for p in result.get("images", [])],
-        "turns": [
-            {
-                "question": t["question"],
-                "expected": t["expected"],
-                "answer": t["answer"],
-                "scorer": t["scorer"],
-                "score": float(t["score"]),
-                "threshold": float(t["threshold"]),
-                "passed": bool(t["passed"]),
-                "detail": t.get("detail", ""),
-                "parse_failed": bool(t.get("parse_failed", False)),
-                "prompt": t.get("prompt", t["question"]),
-                "extracted": t.get("extracted", t["answer"]),
-                "answer_steps": list(t.get("answer_steps", [])),
-                "format_issue": t.get("format_issue"),
-                "judge": t.get("judge"),  # scorer judge: verdicts, reasons, the judge's identity
-            }
-            for t in result.get("turns", [])
-        ],
-        "vision_tokens": result.get("vision_tokens"),
-        "pixels": result.get("pixels", [None, None]),
+        "turns": [_turn_entry(t) for t in result.get("turns", [])],
+        "vision_tokens": to_jsonable(result.get("vision_tokens")),
+        "pixels": to_jsonable(result.get("pixels", [None, None])),
         # a dialogue's depth: turns right in a row from the first (None for single questions and CircularEval)
-        "turns_held": result.get("turns_held"),
+        "turns_held": to_jsonable(result.get("turns_held")),
         # `error` is the judge's (its verdict unreadable, or it could not be asked): the answer was not scored
         "judge_error": bool(result.get("judge_error", False)),
     }
+
+
+def _turn_entry(t: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "question": to_jsonable(t["question"]),
+        "expected": to_jsonable(t["expected"]),
+        "answer": to_jsonable(t["answer"]),
+        "scorer": str(t["scorer"]),
+        "score": _number(t["score"]),
+        "threshold": _number(t["threshold"]),
+        "passed": bool(t["passed"]),
+        "detail": to_jsonable(t.get("detail", "")),
+        "parse_failed": bool(t.get("parse_failed", False)),
+        "prompt": to_jsonable(t.get("prompt", t["question"])),
+        "extracted": to_jsonable(t.get("extracted", t["answer"])),
+        "answer_steps": [str(step) for step in t.get("answer_steps", [])],
+        "format_issue": to_jsonable(t.get("format_issue")),
+        "judge": to_jsonable(t.get("judge")),  # scorer judge: verdicts, reasons, the judge's identity
+    }
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def model_entry(
@@ -249,18 +256,20 @@ def build_record(
     predictions = [p.get("prediction") or {} for p in processes]
     run["answer_cache"] = cache_summary([p["cache"] for p in predictions if p.get("cache")])
     run["batch_invariance"] = invariance_summary([p.get("invariance") for p in predictions])
-    return to_jsonable(
+    record = to_jsonable(
         {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "run": run,
             "models": entries,
-            "cases": list(cases),
+            "cases": [],
             "benchmarks": list(benchmarks),
             "golden": list(golden),
             "comparison": None,
         }
     )
+    record["cases"] = cases  # case_entry made them JSON already
+    return record
 
 
 def to_jsonable(value: Any) -> Any:

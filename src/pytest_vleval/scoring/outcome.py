@@ -13,7 +13,7 @@ from pytest_vleval.scoring.base import ScoreContext, ScoreResult
 from pytest_vleval.scoring.diagnosis import format_issue
 from pytest_vleval.scoring.extract import extract, pipeline_for
 from pytest_vleval.scoring.judge import JudgeOutcome
-from pytest_vleval.scoring.registry import score
+from pytest_vleval.scoring.registry import score_checked
 
 
 class Judge(Protocol):
@@ -131,10 +131,11 @@ def turn_context(
 
 def score_turn(turn: Turn, answer: str, context: ScoreContext) -> tuple[str, tuple[str, ...], ScoreResult]:
     """One turn's answer as the plugin scores it: the case's extraction steps (else the scorer's default), then the
-    scorer. Returns (the extracted answer, the steps, the result)."""
+    scorer (the turn's reference and options were validated at collection). Returns (the extracted answer, the
+    steps, the result)."""
     steps = pipeline_for(turn.scorer, turn.answer_steps, turn.options)
     extracted = extract(answer, steps)
-    return extracted, steps, score(turn.scorer, extracted, turn.reference, turn.options, context)
+    return extracted, steps, score_checked(turn.scorer, extracted, turn.reference, turn.options, context)
 
 
 def judge_turn(

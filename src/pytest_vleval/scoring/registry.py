@@ -244,8 +244,18 @@ def score(
     context: ScoreContext | None = None,
 ) -> ScoreResult:
     """Validate and run scorer ``name``; ``reference`` may be a single string."""
-    scorer = get_scorer(name)
     options = {} if options is None else options
     validate_reference(name, reference, options)
+    return score_checked(name, prediction, reference, options, context)
+
+
+def score_checked(
+    name: str,
+    prediction: str,
+    reference: str | Sequence[Any],
+    options: Mapping[str, Any],
+    context: ScoreContext | None = None,
+) -> ScoreResult:
+    """:func:`score` for a reference and options already validated (a case's turn, checked at collection)."""
     items = (reference,) if isinstance(reference, str) else tuple(reference)
-    return scorer.func(prediction, items, options, context or ScoreContext())
+    return get_scorer(name).func(prediction, items, options, context or ScoreContext())
