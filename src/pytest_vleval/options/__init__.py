@@ -107,7 +107,8 @@ class VlOptions:
     max_pixels: int | None = None
     # Resolved folders (ini vl_data_roots) that case files and golden sets may name images in besides the rootdir.
     data_roots: tuple[Path, ...] = ()
-    collection_cache: bool = True  # ini vl_collection_cache: large case files' parsed cases kept (cases/parsed_cache.py)
+    # ini vl_collection_cache: the parsed cases of large case files are kept (cases/parsed_cache.py)
+    collection_cache: bool = True
     record: RecordOptions = field(default_factory=RecordOptions)
     bench: BenchOptions = field(default_factory=BenchOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
