@@ -87,7 +87,9 @@ def test_a_missing_image_is_the_parses_error_at_its_case(project: Path, monkeypa
     (project / "test_big.yaml").write_text(_suite(8))
     _load(project)
     (project / "images" / "red.png").unlink()
-    with pytest.raises(CaseFileError, match=r"test_big.yaml:2: case 'c0': key 'image': image not found: images/red.png"):
+    with pytest.raises(
+        CaseFileError, match=r"test_big.yaml:2: case 'c0': key 'image': image not found: images/red.png"
+    ):
         _load(project)
 
 
