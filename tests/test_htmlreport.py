@@ -44,7 +44,7 @@ REPORT_TAGS = {
     "html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "dl", "dt", "dd", "main",
     "section", "article", "div", "span", "table", "thead", "tbody", "tr", "th", "td", "ul", "ol", "li", "p",
     "details", "summary", "figure", "figcaption", "img", "label", "select", "option", "input", "script", "q",
-    "del", "ins", "br",
+    "del", "ins", "br", "button", "noscript",
 }  # fmt: skip
 
 
@@ -77,13 +77,14 @@ def parse_report(text: str) -> ReportParser:
 
 
 def assert_inert_and_self_contained(text: str) -> ReportParser:
-    """No element but the report's own, no event handler, two scripts (ours and inert JSON), nothing fetched."""
+    """No element but the report's own, no event handler, our script and inert JSON blocks only, nothing fetched."""
     parser = parse_report(text)
     assert {tag for tag, _ in parser.tags} <= REPORT_TAGS
     handlers = [(tag, name) for tag, attrs in parser.tags for name in attrs if name.lower().startswith("on")]
     assert handlers == []
     scripts = [attrs for tag, attrs in parser.tags if tag == "script"]
-    assert scripts == [{"type": "application/json", "id": "vl-summary"}, {}]
+    data_blocks = [{"type": "application/json", "id": "vl-cases"}] if 'id="vl-cases"' in text else []
+    assert scripts == [*data_blocks, {"type": "application/json", "id": "vl-summary"}, {}]
     for tag, attrs in parser.tags:
         for name in ("src", "href", "action", "srcset", "poster", "data"):
             value = attrs.get(name)
@@ -100,6 +101,16 @@ def assert_inert_and_self_contained(text: str) -> ReportParser:
         and "unsafe-inline" not in policy.split("script-src")[1]
     )
     return parser
+
+
+def cases_data(text: str) -> dict[str, Any]:
+    """The report's cases: the JSON block its script shows a page at a time."""
+    data: dict[str, Any] = json.loads(text.split('id="vl-cases">', 1)[1].split("</script>", 1)[0])
+    return data
+
+
+def case_rows(text: str) -> list[dict[str, Any]]:
+    return [row for card in cases_data(text)["cards"] for row in card["rows"]]
 
 
 def run_cli(cwd: Path, *args: str) -> str:
@@ -159,15 +170,21 @@ def test_two_models_end_with_the_comparison_table_and_write_the_report(two_model
 
     text = (two_model_project.path / "out" / "report.html").read_text(encoding="utf-8")
     parser = assert_inert_and_self_contained(text)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
-    assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in text
-    cards = [a for t, a in parser.tags if t == "article" and "case" in (a.get("class") or "")]
-    assert [c["data-suite"] for c in cards] == ["test_cases/test_colour.yaml"] * 4 + ["test_cases/test_shape.yaml"] * 2
-    rows = [a for t, a in parser.tags if t == "tr" and a.get("data-status")]
-    assert len(rows) == 12 and {r["data-model"] for r in rows} == {"fake", "weak"}
-    assert sum(r["data-status"] == "passed" for r in rows) == 7
-    thumbnails = [a for t, a in parser.tags if t == "img" and a.get("class") == "thumb"]
-    assert len(thumbnails) == 7 and all(a["src"].startswith("data:image/jpeg;base64,") for a in thumbnails)
+    assert "<script>alert" not in text and "</script><b>" not in text
+    data = cases_data(text)
+    (xss,) = [card for card in data["cards"] if card["case_id"] == "xss"]
+    assert (
+        xss["turns"][0][0] == XSS_QUESTION and XSS_EXPECTED in xss["turns"][0][1]
+    )  # shown as text: test_report_browser
+    assert [c["suite"] for c in data["cards"]] == ["test_cases/test_colour.yaml"] * 4 + [
+        "test_cases/test_shape.yaml"
+    ] * 2
+    rows = case_rows(text)
+    assert len(rows) == 12 and {r["model"] for r in rows} == {"fake", "weak"}
+    assert sum(r["status"] == "passed" for r in rows) == 7
+    assert sum(len(c["images"]) for c in data["cards"]) == 7  # thumbnails named by index, each image made once
+    assert len(data["images"]) == 2 and all(i["uri"].startswith("data:image/jpeg;base64,") for i in data["images"])
+    assert data["per_page"] == 100
     plots = [a["alt"] for t, a in parser.tags if t == "img" and a.get("class") == "plot"]
     assert plots == ["Score per case file and model", "Latency distribution"]
     summary_json = json.loads(text.split('id="vl-summary">', 1)[1].split("</script>", 1)[0])
@@ -191,16 +208,17 @@ def test_the_cli_rebuilds_report_and_table_from_the_record(two_model_project: py
     assert len(rows) == 4 and all(row.rstrip() in table for row in rows)  # the same table, the cost kept
     assert "$/1k req" in stdout and stdout.rstrip().endswith("report written: rebuilt.html")
     text = (two_model_project.path / "rebuilt.html").read_text(encoding="utf-8")
-    parser = assert_inert_and_self_contained(text)
-    assert sum(1 for t, a in parser.tags if t == "img" and a.get("class") == "thumb") == 7
-    assert sum(1 for t, a in parser.tags if t == "tr" and a.get("data-status")) == 12
+    assert_inert_and_self_contained(text)
+    data = cases_data(text)
+    assert sum(len(c["images"]) for c in data["cards"]) == 7 and all(i["uri"] for i in data["images"])
+    assert len(case_rows(text)) == 12
     assert "run.json" in text  # the source is named
 
     # Run from elsewhere: images are found through the record's rootdir.
     elsewhere = two_model_project.path / "elsewhere"
     elsewhere.mkdir()
     run_cli(elsewhere, "report", str(two_model_project.path / "run.json"), "-o", "r.html")
-    assert (elsewhere / "r.html").read_text(encoding="utf-8").count("data:image/jpeg") == 7
+    assert (elsewhere / "r.html").read_text(encoding="utf-8").count("data:image/jpeg") == 2  # each image once
 
 
 def test_cli_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -296,10 +314,10 @@ def test_per_case_diffs_and_history_against_saved_runs(two_model_project: pytest
     result.assert_outcomes(passed=5, failed=1)
     text = (two_model_project.path / "r.html").read_text(encoding="utf-8")
     parser = assert_inert_and_self_contained(text)
-    diffs = {a["data-diff"] for t, a in parser.tags if t == "tr" and a.get("data-status")}
-    assert diffs == {"fixed", "same"}
-    assert sum(1 for t, a in parser.tags if t == "tr" and a.get("data-diff") == "fixed") == 3
-    assert "<del>wrong</del><ins>red</ins>" in text  # the word diff of c2
+    rows = case_rows(text)
+    assert {r["diff"] for r in rows} == {"fixed", "same"}
+    assert sum(r["diff"] == "fixed" for r in rows) == 3
+    assert ["-", "wrong"] in rows[1]["before"]["shown"] and ["+", "red"] in rows[1]["before"]["shown"]  # c2's diff
     assert 'value="regressed"' in text and 'value="changed"' in text
     assert "Compared with" in text and "3 fixed" in text
     plots = [a["alt"] for t, a in parser.tags if t == "img" and a.get("class") == "plot"]
@@ -310,14 +328,14 @@ def test_per_case_diffs_and_history_against_saved_runs(two_model_project: pytest
     storage = next((two_model_project.path / ".vleval" / "runs").iterdir())
     run_cli(two_model_project.path, "report", str(storage / "0002_after.json"), "-o", "cli.html")
     rebuilt = (two_model_project.path / "cli.html").read_text(encoding="utf-8")
-    assert rebuilt.count('data-diff="fixed"') == 3
+    assert sum(r["diff"] == "fixed" for r in case_rows(rebuilt)) == 3
     # And with --compare and --storage, the CLI gives what the run gave.
     run_cli(
         two_model_project.path, "report", str(storage / "0002_after.json"), "--compare",
         str(storage / "0001_before.json"), "--storage", str(storage.parent), "-o", "cli2.html",
     )  # fmt: skip
     again = (two_model_project.path / "cli2.html").read_text(encoding="utf-8")
-    assert "<del>wrong</del><ins>red</ins>" in again and 'alt="metric history"' in again
+    assert case_rows(again)[1]["before"] == rows[1]["before"] and 'alt="metric history"' in again
     # An interrupted run saved by name is no point of the history: its missing cases are not a drop.
     broken = json.loads((storage / "0001_before.json").read_text(encoding="utf-8"))
     broken["run"].update(complete=False, incomplete_reason="interrupted")
@@ -359,7 +377,7 @@ def test_report_under_xdist(two_model_project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=7, failed=5)
     result.stdout.fnmatch_lines(["*= vleval model comparison =*", "fake *| 83.3%[*]  0.833[*] |*"])
     text = (two_model_project.path / "r.html").read_text(encoding="utf-8")
-    assert text.count('data-status="passed"') == 7
+    assert sum(r["status"] == "passed" for r in case_rows(text)) == 7
 
 
 def _record(

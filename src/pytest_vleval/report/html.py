@@ -2,8 +2,10 @@
 
 Built from a run record (docs/records.md) alone, so a saved record renders the same report later. It holds the
 comparison table (``table.py``), plots (``plots.py``, PNG as data URIs), the baseline comparison when the run was
-compared, then every case with its image thumbnails (PIL, data URIs), turns, expected answers and each model's
-answer, score and verdict, filterable by case file, status and model; golden caption sets follow.
+compared, then every case with its image thumbnails (PIL, data URIs, each image once), turns, expected answers
+and each model's answer, score and verdict, filterable by case file, status, model and text; golden caption sets
+follow. The cases travel as one JSON block and the page's script shows them a page at a time (100 cases), so a
+report of 200,000 cases opens as fast as one of 100 and its filters answer at once.
 
 Everything that comes from a case file, a model or a record is untrusted. The page is a Jinja2 template
 (``templates/report.html.j2``) with autoescaping on, so every value is escaped unless marked safe here (the
@@ -33,7 +35,15 @@ from pytest_vleval.report import html_data
 from pytest_vleval.report.precision import gate_lines
 from pytest_vleval.report.table import BEST_MARK, ComparisonTable, build_table
 
-__all__ = ["HISTORY_RUNS", "ReportInputs", "json_for_script", "render_report", "word_diff", "write_report"]
+__all__ = [
+    "HISTORY_RUNS",
+    "ReportInputs",
+    "diff_segments",
+    "json_for_script",
+    "render_report",
+    "word_diff",
+    "write_report",
+]
 
 THUMBNAIL_SIZE = 160  # pixels, the longer side
 MAX_DIFF_CHARS = 4000
@@ -109,19 +119,29 @@ def png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def word_diff(old: str, new: str) -> Markup:
-    """``new`` against ``old`` word by word, escaped, with ``<del>``/``<ins>`` around the changes."""
+def diff_segments(old: str, new: str) -> list[list[str]]:
+    """``new`` against ``old`` word by word: ``[op, text]`` pieces, op ``=`` (same), ``-`` (gone), ``+`` (new);
+    the report's script shows them as text, ``<del>`` and ``<ins>``."""
     old, new = old[:MAX_DIFF_CHARS], new[:MAX_DIFF_CHARS]
     a, b = re.split(r"(\s+)", old), re.split(r"(\s+)", new)
-    out = Markup("")
+    out: list[list[str]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
-            out += escape("".join(a[i1:i2]))
+            out.append(["=", "".join(a[i1:i2])])
             continue
         if i2 > i1:
-            out += Markup("<del>{}</del>").format("".join(a[i1:i2]))
+            out.append(["-", "".join(a[i1:i2])])
         if j2 > j1:
-            out += Markup("<ins>{}</ins>").format("".join(b[j1:j2]))
+            out.append(["+", "".join(b[j1:j2])])
+    return [piece for piece in out if piece[1]]
+
+
+def word_diff(old: str, new: str) -> Markup:
+    """:func:`diff_segments` as escaped HTML, with ``<del>``/``<ins>`` around the changes."""
+    tags = {"-": Markup("<del>{}</del>"), "+": Markup("<ins>{}</ins>")}
+    out = Markup("")
+    for op, text in diff_segments(old, new):
+        out += escape(text) if op == "=" else tags[op].format(text)
     return out
 
 
@@ -153,6 +173,7 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
         f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
     )
+    cases = html_data.cases_context(record, inputs, thumbs)
     text: str = _template().render(
         title=inputs.title,
         policy=policy,
@@ -166,7 +187,8 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
         precisions=html_data.precisions_context(record, inputs.cost_per_hour, inputs.requests_per_day),
         precision_gate=gate_lines(record),
         plots=_plots(record, inputs),
-        cases=html_data.cases_context(record, inputs, thumbs),
+        cases=cases,
+        cases_json=Markup(json_for_script(cases["data"])) if cases else None,
         golden=html_data.golden_context(record, thumbs),
         summary_json=Markup(json_for_script(_summary_data(table))),
     )

@@ -206,9 +206,14 @@ def _diff_kind(case: Mapping[str, Any], before: _Before | None, exact: bool) -> 
     return "same"
 
 
+CASES_PER_PAGE = 100  # the report's script shows the cases a page at a time
+
+
 def cases_context(record: Mapping[str, Any], inputs: ReportInputs, thumbs: Thumbnails) -> dict[str, Any] | None:
-    """Every case with its images, turns and each model's answer, filterable by case file, status and model."""
-    from pytest_vleval.report.html import word_diff
+    """Every case with its images, turns and each model's answer, filterable by case file, status and model:
+    the filters for the template, the cases as ``data`` (one JSON block the page's script shows a page at a
+    time; each image's thumbnail once, in ``data["images"]``, named by index)."""
+    from pytest_vleval.report.html import diff_segments
 
     cases = record.get("cases", [])
     if not cases:
@@ -224,33 +229,39 @@ def cases_context(record: Mapping[str, Any], inputs: ReportInputs, thumbs: Thumb
     index = _baseline_index(record, inputs)
     exact = inputs.baseline is not None
     compared = exact or isinstance(record.get("comparison"), Mapping)
+    images: dict[str, int] = {}
+    table: list[dict[str, str | None]] = []
+
+    def image(path: str) -> int:
+        if path not in images:
+            images[path] = len(table)
+            table.append(thumbs.image(path))
+        return images[path]
+
     out = []
     for (suite, case_id), per_model in sorted(cards.items(), key=lambda kv: (kv[0][0], lines[kv[0]], kv[0][1])):
         first = next(iter(per_model.values()))
         rows = [
-            _answer_row(model, per_model[model], index.get((model, suite, case_id)), exact, word_diff)
+            _answer_row(model, per_model[model], index.get((model, suite, case_id)), exact, diff_segments)
             for model in models
             if model in per_model
+        ]
+        turns = [
+            [t.get("question"), t.get("expected"), t.get("scorer"), f"{float(t.get('threshold', 0)):g}"]
+            for t in first.get("turns", [])
         ]
         out.append(
             {
                 "suite": suite,
                 "case_id": case_id,
                 "line": lines[(suite, case_id)],
-                "images": [thumbs.image(str(p)) for p in first.get("images", [])],
-                "turns": [
-                    {
-                        "question": t.get("question"),
-                        "expected": t.get("expected"),
-                        "scorer": t.get("scorer"),
-                        "threshold": f"{float(t.get('threshold', 0)):g}",
-                    }
-                    for t in first.get("turns", [])
-                ],
+                "images": [image(str(p)) for p in first.get("images", [])],
+                "turns": turns,
                 "rows": rows,
             }
         )
-    return {"filters": _filters(suites, models, compared, exact), "cards": out, "compared": compared, "exact": exact}
+    data = {"cards": out, "images": table, "compared": compared, "exact": exact, "per_page": CASES_PER_PAGE}
+    return {"filters": _filters(suites, models, compared, exact), "count": len(out), "data": data}
 
 
 def _filters(suites: Sequence[str], models: Sequence[str], compared: bool, exact: bool) -> list[dict[str, Any]]:
