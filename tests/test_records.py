@@ -425,3 +425,20 @@ def test_a_run_where_no_model_ran_saves_nothing(fake_project: pytest.Pytester) -
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["vleval: not saving a run record: no model ran"])
     assert not (fake_project.path / ".vleval" / "runs").exists()
+
+
+def test_a_record_file_has_one_line_per_case_and_reads_back_equal(tmp_path: Path) -> None:
+    from pytest_vleval.records.storage import read_json, write_json
+
+    cases = [
+        {"case_id": f"c{i}", "turns": [{"answer": "红色。" if i else '</script> "x"', "score": 0.5}], "error": None}
+        for i in range(3)
+    ]
+    record = {"schema": "pytest-vleval/run", "run": {"name": "r"}, "models": [{"label": "m"}], "cases": cases}
+    write_json(tmp_path / "run.json", record)
+    text = (tmp_path / "run.json").read_text(encoding="utf-8")
+    assert read_json(tmp_path / "run.json") == record
+    lines = text.splitlines()
+    starts = [line.strip()[:15] for line in lines if '"case_id"' in line]
+    assert starts == ['{"case_id": "c0', '{"case_id": "c1', '{"case_id": "c2']
+    assert '"run": {\n    "name": "r"\n  }' in text and "红色" in text  # the rest indented, text unescaped

@@ -168,8 +168,26 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+_CASES_HERE = "\u0000cases\u0000"  # where a record's cases go, one a line; no JSON value of a record is this
+
+
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    write_text(path, json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    write_text(path, dumps_record(record))
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """The record as indented JSON, except its cases: one compact line each. Still one JSON document (a diff of
+    two runs shows one line per changed case), and written by the json module's C encoder, which ``indent``
+    turns off: a 200,000-case record takes seconds, not minutes."""
+    cases = record.get("cases")
+    if not isinstance(cases, list) or not cases:
+        return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    head = json.dumps({**record, "cases": _CASES_HERE}, indent=2, ensure_ascii=False)
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+    body = ",\n".join("    " + encode(case) for case in cases)
+    placeholder = json.dumps(_CASES_HERE)
+    assert head.count(placeholder) == 1, "a record holds the cases placeholder text"
+    return head.replace(placeholder, "[\n" + body + "\n  ]", 1) + "\n"
 
 
 def read_json(path: Path) -> dict[str, Any]:
