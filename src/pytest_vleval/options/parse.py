@@ -189,11 +189,11 @@ def _endpoint(config: pytest.Config, models: list[str]) -> ServiceDescription | 
 
 def _serve(config: pytest.Config) -> tuple[str | None, float]:
     """--vl-serve's command (a preset expanded) and how long to wait for it."""
-    from pytest_vleval.backends.managed import engine_command
-
     raw = _value(config, "vl_serve", "vl_serve")
     command = None
     if raw and raw != "None":
+        from pytest_vleval.backends.managed import engine_command  # httpx and the engine presets: only when asked
+
         try:
             command = engine_command(raw)
         except ValueError as exc:
