@@ -16,6 +16,7 @@ possibly some duplicated work).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,21 +72,22 @@ class WorkerQueue:
     def __init__(self, interactor: Any) -> None:
         self._interactor = interactor
 
-    def upcoming(self) -> list[pytest.Item] | None:
-        """The running item, the next one and the rest of the queue; None if xdist's internals differ."""
+    def upcoming(self, limit: int | None = None) -> list[pytest.Item] | None:
+        """The running item, the next one and the rest of the queue (its first `limit` only: the controller may
+        have sent thousands, and a batch needs a few); None if xdist's internals differ."""
         interactor = self._interactor
         try:
             items: Sequence[pytest.Item] = interactor.session.items
             indices = [getattr(interactor, "item_index", None), interactor.nextitem_index]
             with interactor.torun.lock() as pending:
-                indices.extend(pending)
+                indices.extend(pending if limit is None else itertools.islice(pending, limit))
         except Exception:  # an xdist version with other internals: plan in collection order
             return None
         return [items[i] for i in indices if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(items)]
 
-    def upcoming_work(self) -> list[tuple[ModelSpec, Case]] | None:
-        """`prediction_work` of the upcoming items; None if the queue cannot be read."""
-        items = self.upcoming()
+    def upcoming_work(self, limit: int | None = None) -> list[tuple[ModelSpec, Case]] | None:
+        """`prediction_work` of the upcoming items (the first `limit` of the queue); None if it cannot be read."""
+        items = self.upcoming(limit)
         return None if items is None else prediction_work(items)
 
 

@@ -8,7 +8,7 @@ finishes. Latency measurements must call a backend directly: only this predictor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,8 @@ class BatchPredictor:
         self.invariance_checked = 0
         self.invariance_differences: list[InvarianceDifference] = []
         # What this process runs next, when another process runs the rest (an xdist worker); None: the plan.
-        self.upcoming: Callable[[], Sequence[tuple[ModelSpec, Case]] | None] | None = None
+        # (Called with how many queued items it needs to look at.)
+        self.upcoming: Callable[[int], Sequence[tuple[ModelSpec, Case]] | None] | None = None
 
     def plan(self, work: Sequence[tuple[ModelSpec, Case]]) -> None:
         """Set the run order of the cases to predict (called after selection)."""
@@ -196,7 +197,10 @@ class BatchPredictor:
             self._lookup(spec, model, self._queue.get(spec.label, []))
 
     def _pending_after(self, label: str, case: Case, limit: int) -> list[Case]:
-        upcoming = self.upcoming() if self.upcoming is not None else None
+        """Up to `limit` cases of `label` after `case` in run order, not answered yet; linear in what it looks
+        at, not in the run's size (a 200,000-case run asks this once per batch)."""
+        upcoming = self.upcoming(limit * 2 + 2) if self.upcoming is not None else None
+        following: Iterable[Case]
         if upcoming is not None:
             # An xdist worker: only the cases it runs itself, in its order (the rest are another worker's).
             own = [c for spec, c in upcoming if spec.label == label]
@@ -204,7 +208,8 @@ class BatchPredictor:
             following = own[start:]
         else:
             queue = self._queue.get(label, [])
-            following = queue[self._position.get(case_key(label, case), -1) + 1 :]
+            start = self._position.get(case_key(label, case), -1) + 1
+            following = (queue[i] for i in range(start, len(queue)))
         pending: list[Case] = []
         for other in following:
             if len(pending) >= limit:
