@@ -188,10 +188,15 @@ class CaseFileNode(pytest.File):
         cost a third of collecting it. Little is thrown away meanwhile; what is cyclic waits for the next pass."""
         import gc
 
+        from pytest_vleval.predict.planning import FREEZE_FROM_ITEMS, freeze
+
         paused = gc.isenabled()
         gc.disable()
         try:
-            return list(self._items())
+            items = list(self._items())
+            if len(items) >= FREEZE_FROM_ITEMS:
+                freeze(self.session)  # what this file made lives on: no pass over it when the collector resumes
+            return items
         finally:
             if paused:
                 gc.enable()

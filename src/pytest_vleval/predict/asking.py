@@ -21,16 +21,18 @@ class Asking:
     min_pixels: int | None = None
     max_pixels: int | None = None
     # Each case's questions, rendered once (the cache key, the batch order, the generation and the record all
-    # ask): by the case object's id, kept with the case so that an id reused by a later object never matches.
-    _sent: dict[int, tuple[Case, tuple[str, ...]]] = field(default_factory=dict, compare=False, repr=False)
+    # ask): by the case object's id, with the case kept beside them so that an id reused by a later object never
+    # matches (two flat dicts: no container per case for the garbage collector to walk).
+    _sent: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+    _sent_for: dict[int, Case] = field(default_factory=dict, compare=False, repr=False)
 
     def questions(self, case: Case) -> tuple[str, ...]:
         """Each turn's text as sent to this model."""
-        known = self._sent.get(id(case))
-        if known is not None and known[0] is case:
-            return known[1]
+        key = id(case)
+        if self._sent_for.get(key) is case:
+            return self._sent[key]
         sent = tuple(turn.sent(self.family.refer_prompt) for turn in case.turns)
-        self._sent[id(case)] = (case, sent)
+        self._sent[key], self._sent_for[key] = sent, case
         return sent
 
     def pixels(self, case: Case) -> tuple[int | None, int | None]:

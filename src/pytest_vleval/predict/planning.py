@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_vleval.session import get_session
+
 if TYPE_CHECKING:
     from pytest_vleval.backends.base import ModelSpec
     from pytest_vleval.cases.casefile import Case
     from pytest_vleval.predict.predictor import BatchPredictor
 
-__all__ = ["WorkerQueue", "group_by_model", "plan", "prediction_work", "worker_queue"]
+__all__ = ["WorkerQueue", "freeze", "group_by_model", "plan", "prediction_work", "worker_queue"]
 
 
 def group_by_model(items: list[pytest.Item], models: Sequence[ModelSpec]) -> None:
@@ -121,11 +123,17 @@ def freeze_collected(session: pytest.Session) -> bool:
     it at exit. :func:`session_ended` undoes it for a session nested in another (pytester's in-process runs), whose
     objects must be collectable afterwards."""
     if len(session.items) < FREEZE_FROM_ITEMS:
-        return False
+        return get_session(session.config).frozen  # a large file's items may be frozen already (freeze)
+    freeze(session)
+    return True
+
+
+def freeze(session: pytest.Session) -> None:
+    """``gc.freeze()`` now, noted on the session so that a nested one unfreezes at its end (``session_ended``)."""
     import gc
 
     gc.freeze()
-    return True
+    get_session(session.config).frozen = True
 
 
 def session_ended(frozen: bool) -> None:
