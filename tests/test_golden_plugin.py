@@ -125,7 +125,8 @@ def test_the_report_shows_a_golden_set_from_the_record_alone(
     with contextlib.chdir(fake_project.path):
         assert main(args, out=io.StringIO()) == 0
     page = (fake_project.path / "r.html").read_text()
-    assert "Describe the image." in page and REFERENCES[2][0] in page and "image not found" not in page
+    assert "Describe the image." in page and REFERENCES[2][0] in page
+    assert '<span class="thumb missing"' not in page  # every image found
 
 
 def test_a_metric_below_threshold_fails_by_name(fake_project: pytest.Pytester) -> None:

@@ -14,6 +14,7 @@ from pytest_vleval.scoring.judge_prompt import RUBRICS, VARIANTS, judge_prompt, 
 from pytest_vleval.scoring.verdicts import VerdictError, parse_verdict
 
 from .conftest import FAKE_BACKEND_CONFTEST, make_png
+from .test_htmlreport import cases_data
 
 # --- reading a verdict ------------------------------------------------------------------------------------------
 
@@ -233,8 +234,12 @@ def test_judged_cases_pass_fail_and_error_by_the_verdict(judged: pytest.Pytester
     import html
 
     page = html.unescape((judged.path / "report.html").read_text())
-    assert "1/5 by stub-judge (judge-v1, rubric correctness): It says Blue., not red." in page
-    assert "the judge's unreadable reply</summary>I am not sure what you want me to say." in page
+    raw = (judged.path / "report.html").read_text()
+    turns = [t for c in cases_data(raw)["cards"] for r in c["rows"] for t in r["turns"]]
+    assert "1/5 by stub-judge (judge-v1, rubric correctness): It says Blue., not red." in [t["detail"] for t in turns]
+    assert "I am not sure what you want me to say." in [
+        t["judge_reply"] for t in turns
+    ]  # "the judge's unreadable reply"
     assert "judged by stub-judge (judge-v1" in page
     # Correctness is judged on the text alone; a description is judged seeing the image.
     assert sorted(c["images"] for c in calls(judged)) == [0, 0, 0, 0, 1]

@@ -97,13 +97,6 @@ def vl_model(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.hookimpl
-def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
-    from pytest_vleval.records.recorder import judge_error_status
-
-    return judge_error_status(report)
-
-
-@pytest.hookimpl
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SESSION_KEY in session.config.stash:
         vl: VlSession = get_session(session.config)

@@ -97,6 +97,10 @@ def build_session(config: pytest.Config) -> VlSession:
 
         config.pluginmanager.register(BenchmarkHooks(config), "vleval-benchmark-hooks")
     judge = make_judge(config, options, load, predictor) if options.judge else None
+    if judge is not None:
+        from pytest_vleval.records.recorder import JudgeStatus
+
+        config.pluginmanager.register(JudgeStatus(), JudgeStatus.PLUGIN_NAME)
     return VlSession(options, models, pool, predictor, recorder, GoldenScorer(), judge)
 
 

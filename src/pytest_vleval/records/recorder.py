@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from pytest_vleval.predict.pool import ModelPool
     from pytest_vleval.predict.predictor import BatchPredictor
 
-__all__ = ["PROPERTY", "Recorder", "attach_result", "is_controller", "is_worker"]
+__all__ = ["PROPERTY", "JudgeStatus", "Recorder", "attach_result", "is_controller", "is_worker"]
 
 PROPERTY = "vleval"  # the user property a result travels in
 WORKER_KEY = "vleval"  # the workeroutput key of a worker's snapshot
@@ -82,6 +82,16 @@ def judge_error_status(report: pytest.TestReport) -> tuple[str, str, str] | None
     else:  # a report the recorder has not taken (an xdist worker's own)
         judged = any(kind == "case" and data.get("judge_error") for kind, data in attached_results(report))
     return ("error", "E", "ERROR") if judged else None
+
+
+class JudgeStatus:
+    """Shows a case whose judge failed as ERROR (registered only with --vl-judge: no other run can have one)."""
+
+    PLUGIN_NAME = "vleval-judge-status"
+
+    @pytest.hookimpl
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, str] | None:
+        return judge_error_status(report)
 
 
 def is_worker(config: pytest.Config) -> bool:
