@@ -146,3 +146,18 @@ def test_collection_reads_the_kept_cases_and_the_ini_turns_it_off(fake_project: 
     result = fake_project.runpytest("--vl-model=fake", "--collect-only", "-q", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines([f"{KEEP_FROM_CASES} tests collected*"])
     assert list((fake_project.path / FOLDER).iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_written_only_means_parsing_every_time(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_vleval.predict import cache
+
+    def refuse(path: Path, data: bytes) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache, "write_atomic", refuse)  # a read-only checkout, a full disk
+    (project / "test_big.yaml").write_text(_suite(8))
+    parses = Parses(monkeypatch)
+    assert len(_load(project).cases) == len(_load(project).cases) == 8
+    assert parses.count == 2 and not list((project / FOLDER).glob("*.pickle"))
