@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -157,14 +158,19 @@ def _matching(runs: list[StoredRun], ref: str) -> list[StoredRun]:
     return [run for run in runs if ref in (run.name, run.path.stem, run.path.name)]
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` so that readers see the old file or the whole new one (a half-written file never replaces a
-    good one): through a temporary file beside it, renamed over it."""
+def write_text(path: Path, text: str | Iterable[str]) -> Path:
+    """Write `text` (or its pieces, in order) so that readers see the old file or the whole new one (a
+    half-written file never replaces a good one): through a temporary file beside it, renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines([text] if isinstance(text, str) else text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -172,22 +178,31 @@ _CASES_HERE = "\u0000cases\u0000"  # where a record's cases go, one a line; no J
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    write_text(path, dumps_record(record))
+    write_text(path, record_pieces(record))
 
 
 def dumps_record(record: dict[str, Any]) -> str:
     """The record as indented JSON, except its cases: one compact line each. Still one JSON document (a diff of
     two runs shows one line per changed case), and written by the json module's C encoder, which ``indent``
     turns off: a 200,000-case record takes seconds, not minutes."""
+    return "".join(record_pieces(record))
+
+
+def record_pieces(record: dict[str, Any]) -> Iterator[str]:
+    """:func:`dumps_record` in pieces, a case at a time (a 200,000-case record is never one string in memory)."""
     cases = record.get("cases")
     if not isinstance(cases, list) or not cases:
-        return json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+        yield json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+        return
     head = json.dumps({**record, "cases": _CASES_HERE}, indent=2, ensure_ascii=False)
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-    body = ",\n".join("    " + encode(case) for case in cases)
     placeholder = json.dumps(_CASES_HERE)
     assert head.count(placeholder) == 1, "a record holds the cases placeholder text"
-    return head.replace(placeholder, "[\n" + body + "\n  ]", 1) + "\n"
+    before, after = head.split(placeholder)
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+    yield before + "[\n"
+    for n, case in enumerate(cases):
+        yield ("    " if n == 0 else ",\n    ") + encode(case)
+    yield "\n  ]" + after + "\n"
 
 
 def read_json(path: Path) -> dict[str, Any]:
