@@ -244,9 +244,10 @@ def score(
     context: ScoreContext | None = None,
 ) -> ScoreResult:
     """Validate and run scorer ``name``; ``reference`` may be a single string."""
+    scorer = get_scorer(name)  # an unknown name is its KeyError, listing the known ones
     options = {} if options is None else options
     validate_reference(name, reference, options)
-    return score_checked(name, prediction, reference, options, context)
+    return _run(scorer, prediction, reference, options, context)
 
 
 def score_checked(
@@ -257,5 +258,15 @@ def score_checked(
     context: ScoreContext | None = None,
 ) -> ScoreResult:
     """:func:`score` for a reference and options already validated (a case's turn, checked at collection)."""
+    return _run(get_scorer(name), prediction, reference, options, context)
+
+
+def _run(
+    scorer: Scorer,
+    prediction: str,
+    reference: str | Sequence[Any],
+    options: Mapping[str, Any],
+    context: ScoreContext | None,
+) -> ScoreResult:
     items = (reference,) if isinstance(reference, str) else tuple(reference)
-    return get_scorer(name).func(prediction, items, options, context or ScoreContext())
+    return scorer.func(prediction, items, options, context or ScoreContext())
