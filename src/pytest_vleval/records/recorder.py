@@ -24,7 +24,7 @@ import time
 from collections.abc import Generator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import pytest
 
@@ -54,8 +54,13 @@ def attach_result(item: pytest.Item, kind: str, data: dict[str, Any]) -> None:
 def attached_results(report: pytest.TestReport) -> Iterator[tuple[str, dict[str, Any]]]:
     """The (kind, data) results `attach_result` put on the report's item."""
     for name, value in report.user_properties:
-        if name == PROPERTY and isinstance(value, dict) and value.get("kind") in KINDS:
+        if _is_result(value, name):
             yield str(value["kind"]), value["data"]
+
+
+def _is_result(value: object, name: str) -> TypeGuard[dict[str, Any]]:
+    """A user property that `attach_result` added."""
+    return name == PROPERTY and isinstance(value, dict) and value.get("kind") in KINDS
 
 
 def _take_results(holder: pytest.Item | pytest.TestReport) -> list[tuple[str, dict[str, Any]]]:
@@ -65,9 +70,7 @@ def _take_results(holder: pytest.Item | pytest.TestReport) -> list[tuple[str, di
     taken = list(attached_results(holder))  # type: ignore[arg-type]
     if taken:
         holder.user_properties[:] = [
-            (name, value)
-            for name, value in holder.user_properties
-            if not (name == PROPERTY and isinstance(value, dict) and value.get("kind") in KINDS)
+            (name, value) for name, value in holder.user_properties if not _is_result(value, name)
         ]
     return taken
 
