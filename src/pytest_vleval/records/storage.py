@@ -181,15 +181,11 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     write_text(path, record_pieces(record))
 
 
-def dumps_record(record: dict[str, Any]) -> str:
-    """The record as indented JSON, except its cases: one compact line each. Still one JSON document (a diff of
-    two runs shows one line per changed case), and written by the json module's C encoder, which ``indent``
-    turns off: a 200,000-case record takes seconds, not minutes."""
-    return "".join(record_pieces(record))
-
-
 def record_pieces(record: dict[str, Any]) -> Iterator[str]:
-    """:func:`dumps_record` in pieces, a case at a time (a 200,000-case record is never one string in memory)."""
+    """The record as indented JSON, except its cases: one compact line each, in pieces, a case at a time (a
+    200,000-case record is never one string in memory). Still one JSON document (a diff of two runs shows one line
+    per changed case), and made by the json module's C encoder, which ``indent`` turns off: a 200,000-case record
+    takes seconds, not minutes."""
     cases = record.get("cases")
     if not isinstance(cases, list) or not cases:
         yield json.dumps(record, indent=2, ensure_ascii=False) + "\n"
