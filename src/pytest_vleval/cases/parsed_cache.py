@@ -79,9 +79,7 @@ def _read(kept: Path, key: str) -> CaseFile | None:
     try:
         with open(kept, "rb") as handle:
             entry = pickle.load(handle)
-    except FileNotFoundError:
-        return None
-    except Exception:  # cut short, written by another version: parse again (and rewrite)
+    except Exception:  # none yet, cut short, written by another version: parse again (and rewrite)
         return None
     if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("case_file"), CaseFile):
         return None
