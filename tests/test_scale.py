@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from pytest_vleval.predict.planning import FREEZE_FROM_ITEMS
+from pytest_vleval.session import FREEZE_FROM_ITEMS
 
 SPY = """
 import gc, json, pathlib

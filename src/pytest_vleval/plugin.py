@@ -28,8 +28,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 @pytest.hookimpl
 def pytest_configure(config: pytest.Config) -> None:
-    from pytest_vleval.predict.planning import session_started
-    from pytest_vleval.session import build_session
+    from pytest_vleval.session import build_session, session_started
 
     config.stash[SESSION_KEY] = build_session(config)
     session_started()
@@ -69,11 +68,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(trylast=True)  # the freeze after every other plugin's collection work
 def pytest_collection_finish(session: pytest.Session) -> None:
-    from pytest_vleval.predict.planning import freeze_collected, plan
+    from pytest_vleval.predict.planning import plan
+    from pytest_vleval.session import freeze_collected
 
-    vl = get_session(session.config)
-    plan(vl.predictor, session)
-    vl.frozen = freeze_collected(session)
+    plan(get_session(session.config).predictor, session)
+    freeze_collected(session)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -109,7 +108,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(trylast=True)  # after pytest's own clean-up (its final gc.collect() skips the frozen tree)
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
-        from pytest_vleval.predict.planning import session_ended
+        from pytest_vleval.session import session_ended
 
         session_ended(get_session(config).frozen)
 

@@ -16,7 +16,17 @@ from pytest_vleval.predict.predictor import BatchPredictor
 from pytest_vleval.records.recorder import Recorder
 from pytest_vleval.scoring.golden import GoldenScorer
 
-__all__ = ["SESSION_KEY", "VlSession", "build_session", "get_session"]
+__all__ = [
+    "FREEZE_FROM_ITEMS",
+    "SESSION_KEY",
+    "VlSession",
+    "build_session",
+    "freeze",
+    "freeze_collected",
+    "get_session",
+    "session_ended",
+    "session_started",
+]
 
 
 @dataclass
@@ -28,7 +38,7 @@ class VlSession:
     recorder: Recorder  # every result arrives here; it builds the run record
     golden: GoldenScorer  # each golden set scored once per (set, model), one METEOR process for all
     judge: JudgeRunner | None = None  # --vl-judge: grades the turns of scorer judge, resident beside the models
-    frozen: bool = False  # the collected tree is gc.freeze()d for the run (predict/planning.freeze_collected)
+    frozen: bool = False  # the collected tree is gc.freeze()d for the run (freeze, below)
 
 
 SESSION_KEY = pytest.StashKey[VlSession]()
@@ -123,3 +133,40 @@ def make_judge(
     if cache is not None:
         fingerprints = ModelFingerprints(options, cache, pool.get, lambda: third_party_loaders(config))
     return JudgeRunner(spec, pool, repeat=options.judge_repeat, cache=cache, fingerprint=fingerprints)
+
+
+# From this many collected items on, the collected tree is moved out of the garbage collector's reach for the run.
+FREEZE_FROM_ITEMS = 2000
+_active_sessions = [0]  # pytest sessions of this process under way (an in-process pytester run nests one)
+
+
+def session_started() -> None:
+    _active_sessions[0] += 1
+
+
+def freeze_collected(session: pytest.Session) -> None:
+    """After collection: ``gc.freeze()`` the collected tree (items, cases, their marks), which lives until the end
+    of the process anyway, so that the collector's full passes (during the run, while the record is built, and the
+    interpreter's own at exit) stop walking it again and again: with 20,000 cases about 3 s of a 15 s run, most of
+    it at exit. :func:`session_ended` undoes it for a session nested in another (pytester's in-process runs), whose
+    objects must be collectable afterwards."""
+    if len(session.items) >= FREEZE_FROM_ITEMS:
+        freeze(session)
+
+
+def freeze(session: pytest.Session) -> None:
+    """``gc.freeze()`` now, noted on the session so that a nested one unfreezes at its end (``session_ended``)."""
+    import gc
+
+    gc.freeze()
+    get_session(session.config).frozen = True
+
+
+def session_ended(frozen: bool) -> None:
+    """The end of a session: a nested one unfreezes what it froze; the outermost leaves it frozen for the exit
+    that follows (a program calling ``pytest.main()`` repeatedly keeps each large session's tree until it ends)."""
+    _active_sessions[0] = max(0, _active_sessions[0] - 1)
+    if frozen and _active_sessions[0] > 0:
+        import gc
+
+        gc.unfreeze()

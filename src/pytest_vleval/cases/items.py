@@ -188,7 +188,7 @@ class CaseFileNode(pytest.File):
         cost a third of collecting it. Little is thrown away meanwhile; what is cyclic waits for the next pass."""
         import gc
 
-        from pytest_vleval.predict.planning import FREEZE_FROM_ITEMS, freeze
+        from pytest_vleval.session import FREEZE_FROM_ITEMS, freeze
 
         paused = gc.isenabled()
         gc.disable()

@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_vleval.session import get_session
-
 if TYPE_CHECKING:
     from pytest_vleval.backends.base import ModelSpec
     from pytest_vleval.cases.casefile import Case
     from pytest_vleval.predict.predictor import BatchPredictor
 
-__all__ = ["WorkerQueue", "freeze", "group_by_model", "plan", "prediction_work", "worker_queue"]
+__all__ = ["WorkerQueue", "group_by_model", "plan", "prediction_work", "worker_queue"]
 
 
 def group_by_model(items: list[pytest.Item], models: Sequence[ModelSpec]) -> None:
@@ -105,42 +103,3 @@ def worker_queue(config: pytest.Config) -> WorkerQueue | None:
             if callable(getattr(plugin.torun, "lock", None)) and hasattr(plugin, "nextitem_index"):
                 return WorkerQueue(plugin)
     return None
-
-
-# From this many collected items on, the collected tree is moved out of the garbage collector's reach for the run.
-FREEZE_FROM_ITEMS = 2000
-_active_sessions = [0]  # pytest sessions of this process under way (an in-process pytester run nests one)
-
-
-def session_started() -> None:
-    _active_sessions[0] += 1
-
-
-def freeze_collected(session: pytest.Session) -> bool:
-    """After collection: ``gc.freeze()`` the collected tree (items, cases, their marks), which lives until the end
-    of the process anyway, so that the collector's full passes (during the run, while the record is built, and the
-    interpreter's own at exit) stop walking it again and again: with 20,000 cases about 3 s of a 15 s run, most of
-    it at exit. :func:`session_ended` undoes it for a session nested in another (pytester's in-process runs), whose
-    objects must be collectable afterwards."""
-    if len(session.items) < FREEZE_FROM_ITEMS:
-        return get_session(session.config).frozen  # a large file's items may be frozen already (freeze)
-    freeze(session)
-    return True
-
-
-def freeze(session: pytest.Session) -> None:
-    """``gc.freeze()`` now, noted on the session so that a nested one unfreezes at its end (``session_ended``)."""
-    import gc
-
-    gc.freeze()
-    get_session(session.config).frozen = True
-
-
-def session_ended(frozen: bool) -> None:
-    """The end of a session: a nested one unfreezes what it froze; the outermost leaves it frozen for the exit
-    that follows (a program calling ``pytest.main()`` repeatedly keeps each large session's tree until it ends)."""
-    _active_sessions[0] = max(0, _active_sessions[0] - 1)
-    if frozen and _active_sessions[0] > 0:
-        import gc
-
-        gc.unfreeze()
