@@ -185,7 +185,8 @@
   }
   selects.forEach(function (node) { node.addEventListener("change", filter); });
   if (search) { search.addEventListener("input", filter); }
-  if (prev) { prev.addEventListener("click", function () { page -= 1; show(); window.scrollTo(0, list.offsetTop); }); }
-  if (next) { next.addEventListener("click", function () { page += 1; show(); window.scrollTo(0, list.offsetTop); }); }
+  [[prev, -1], [next, 1]].forEach(function (pair) {
+    if (pair[0]) { pair[0].addEventListener("click", function () { page += pair[1]; show(); window.scrollTo(0, list.offsetTop); }); }
+  });
   filter();
 })();
