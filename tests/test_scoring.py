@@ -718,3 +718,11 @@ def test_best_vqa_accuracy_is_the_best_any_answer_reaches(mode):
         answers = [rng.choice(words) for _ in range(rng.choice([1, 3, 10]))]
         best = max(vqa_accuracy(answer, answers, mode=mode) for answer in answers)
         assert best_vqa_accuracy(answers, mode=mode) == pytest.approx(best, abs=1e-12), answers
+
+
+def test_score_with_an_unknown_scorer_is_get_scorers_key_error():
+    from pytest_vleval.scoring.registry import score, score_checked
+
+    for call in (score, score_checked):
+        with pytest.raises(KeyError, match=r"unknown scorer 'exactly'; known scorers: .*exact"):
+            call("exactly", "red", "red", {})
