@@ -206,11 +206,9 @@ def timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> tupl
 
 
 def plugin_answers(cache_dir: Path) -> dict[str, list[str]]:
-    answers = {}
-    for entry in (cache_dir / "answers").rglob("*.json"):
-        data = json.loads(entry.read_text())
-        answers[f"{Path(data['file']).name}::{data['case']}"] = data["answers"]
-    return answers
+    from pytest_vleval.predict.cache import AnswerCache
+
+    return {f"{Path(e['file']).name}::{e['case']}": e["answers"] for e in AnswerCache(cache_dir).entries()}
 
 
 def print_start_up(plain: list[float], plugin: list[dict[str, float]]) -> None:

@@ -1,11 +1,13 @@
 """The plugin's own per-case cost at scale: N YAML cases through a no-op backend vs N trivial parametrised pytest
 tests, each run a whole process, the two interleaved, for several N.
 
-The backend answers instantly from a conftest hook (``pytest_vleval_load_model``), so only pytest and the plugin
-cost anything. Modes (plugin vs plain pytest):
+Every case asks its own question (``say: w<i>``), so each has its own answer-cache entry. The backend answers
+instantly from a conftest hook (``pytest_vleval_load_model``), so only pytest and the plugin cost anything. Modes
+(plugin vs plain pytest):
 
 - ``collect``: ``--collect-only -q`` vs the same;
 - ``run``: a full run with the answer cache off (``--vl-no-cache``) vs a full run;
+- ``stored``: a first run with an empty answer cache, storing every answer, vs a full run;
 - ``cached``: a rerun whose every answer is in the answer cache vs a full run;
 - ``xdist``: ``-n 2`` (cache off) vs ``-n 2``;
 - ``outputs``: a full run writing ``--vl-json`` and ``--vl-report`` vs a full run writing ``--junitxml``.
@@ -30,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = ("collect", "run", "cached", "xdist", "outputs")
+MODES = ("collect", "run", "stored", "cached", "xdist", "outputs")
 IMAGES = 20
 
 CONFTEST = '''
@@ -59,7 +61,7 @@ import pytest
 
 @pytest.mark.parametrize("i", range({n}))
 def test_plain(i):
-    assert f"word{{i % 7}}" == f"word{{i % 7}}"
+    assert f"w{{i}}" == f"w{{i}}"
 """
 
 
@@ -73,20 +75,21 @@ def make_suite(folder: Path, n: int) -> None:
         out.write("defaults: {scorer: exact, max_new_tokens: 8}\ncases:\n")
         for i in range(n):
             out.write(
-                f"  - {{id: case-{i}, image: images/img{i % IMAGES}.png, question: 'say: word{i % 7}', "
-                f"expected: word{i % 7}}}\n"
+                f"  - {{id: case-{i}, image: images/img{i % IMAGES}.png, question: 'say: w{i}', expected: w{i}}}\n"
             )
     (folder / "conftest.py").write_text(CONFTEST)
     (folder / "test_plain.py").write_text(PLAIN.format(n=n))
 
 
-def command(mode: str, side: str) -> list[str]:
+def command(mode: str, side: str, fresh: str = "") -> list[str]:
+    """The command line of one process; `fresh` names an empty answer-cache folder (mode ``stored``)."""
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     target = ["test_cases.yaml"] if side == "plugin" else ["test_plain.py"]
     extra = {
         ("collect", "plugin"): ["--collect-only"],
         ("collect", "plain"): ["--collect-only"],
         ("run", "plugin"): ["--vl-no-cache"],
+        ("stored", "plugin"): [f"--vl-cache-dir={fresh}"],
         ("xdist", "plugin"): ["--vl-no-cache", "-n", "2"],
         ("xdist", "plain"): ["-n", "2"],
         ("outputs", "plugin"): ["--vl-no-cache", "--vl-json=out/run.json", "--vl-report=out/report.html"],
@@ -125,9 +128,10 @@ def main() -> None:
             measure(command("cached", "plugin"), folder, env)
             for mode in args.modes:
                 samples: dict[str, list[tuple[float, float, float]]] = {"plugin": [], "plain": []}
-                for _ in range(args.rounds):
+                for round_ in range(args.rounds):
                     for side in ("plain", "plugin"):
-                        samples[side].append(measure(command(mode, side), folder, env))
+                        fresh = str(Path(tmp) / f"fresh-{n}-{mode}-{round_}")
+                        samples[side].append(measure(command(mode, side, fresh), folder, env))
                 med = {side: [statistics.median(s[i] for s in got) for i in range(3)] for side, got in samples.items()}
                 rows.append((n, mode, med["plain"], med["plugin"]))
                 plain, plugin = med["plain"], med["plugin"]

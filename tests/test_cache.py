@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -95,7 +96,7 @@ def generated(project: pytest.Pytester) -> list[str]:
 
 
 def entries(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((root / "answers").rglob("*.json"))]
+    return list(AnswerCache(root).entries())
 
 
 def test_second_run_reuses_every_answer(cached_project: pytest.Pytester) -> None:
@@ -379,8 +380,11 @@ def test_concurrent_writers_leave_complete_entries(tmp_path: Path) -> None:
     for w in workers:
         w.join(120)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
-    files = list((tmp_path / "answers").rglob("*"))
-    assert not [f for f in files if f.name.endswith(".tmp")]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        ".gitignore",
+        "CACHEDIR.TAG",
+        "answers.sqlite3",
+    ]
     stored = entries(tmp_path)
     assert len(stored) == 40
     assert all(e["answers"][0].endswith("x" * 2000) for e in stored)
@@ -393,9 +397,74 @@ def test_corrupt_or_foreign_entries_are_misses(tmp_path: Path) -> None:
     assert store.get(model, "case", 1)["answers"] == ["one"]
     assert store.get(model, "case", 2) is None  # the case now has two turns
     assert store.get(ModelFingerprint("m", "b" * 64, "test"), "case", 1) is None
-    store.entry_path(model, "case").write_text('{"format": 1, "answers": ["tru')
+    with sqlite3.connect(store.store) as db:  # a row cut short
+        db.execute(
+            "UPDATE answers SET entry = ? WHERE key = ?",
+            ('{"format": 1, "answers": ["tru', store.answer_key(model, "case")),
+        )
     assert store.get(model, "case", 1) is None
     assert AnswerCache(tmp_path, read=False).get(model, "case", 1) is None
+
+
+def test_a_batch_of_answers_is_one_commit_kept_also_when_interrupted(tmp_path: Path) -> None:
+    store, reader = AnswerCache(tmp_path), AnswerCache(tmp_path)  # two connections, as two xdist workers
+    model = ModelFingerprint("m", "a" * 64, "test")
+    with store.batch():
+        for i in range(3):
+            store.put(model, f"case-{i}", {"answers": [f"a{i}"]})
+        assert reader.get(model, "case-0", 1) is None, "not committed yet: nobody sees half a batch"
+        assert store.writes == 0
+    assert [reader.get(model, f"case-{i}", 1)["answers"] for i in range(3)] == [["a0"], ["a1"], ["a2"]]
+    assert store.writes == 3
+    with pytest.raises(KeyboardInterrupt), store.batch():
+        store.put(model, "case-3", {"answers": ["a3"]})
+        raise KeyboardInterrupt  # Ctrl-C while storing: what was stored is kept
+    assert reader.get(model, "case-3", 1)["answers"] == ["a3"]
+    store.close()
+    store.put(model, "case-4", {"answers": ["a4"]})  # reopens after close, outside a batch: committed at once
+    assert reader.get(model, "case-4", 1)["answers"] == ["a4"]
+    assert store.writes == 5
+
+
+def test_a_cache_written_before_the_database_is_still_read(tmp_path: Path) -> None:
+    """A JSON file per entry was the layout until the database: those answers and verdicts are still hits."""
+    model = ModelFingerprint("my model", "b" * 64, "test")
+    store = AnswerCache(tmp_path)
+    key = store.answer_key(model, "case")
+    old = {"format": 1, "model_fingerprint": "b" * 64, "case_fingerprint": "case", "answers": ["A cat."]}
+    (tmp_path / "answers" / ("my_model-" + "b" * 16)).mkdir(parents=True)
+    (tmp_path / "answers" / ("my_model-" + "b" * 16) / f"{key}.json").write_text(json.dumps(old, indent=1))
+    verdict = store.verdict_key("judge", "j" * 64, {"prompt": "grade it"})
+    (tmp_path / "verdicts" / ("judge-" + "j" * 16)).mkdir(parents=True)
+    (tmp_path / "verdicts" / ("judge-" + "j" * 16) / f"{verdict.digest}.json").write_text('{"reply": "5"}')
+    assert store.get(model, "case", 1)["answers"] == ["A cat."]
+    assert store.get_verdict(verdict) == "5"
+    assert store.get(model, "other case", 1) is None
+    store.put(model, "case", {"answers": ["A dog."]})  # a new answer goes to the database and wins
+    assert AnswerCache(tmp_path).get(model, "case", 1)["answers"] == ["A dog."]
+
+
+def test_a_damaged_store_is_one_message_and_the_run_goes_on(cached_project: pytest.Pytester) -> None:
+    cached_project.makefile(".yaml", test_a=cases_yaml(3))
+    store = cached_project.path / ".vleval" / "cache" / "answers.sqlite3"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"not a database, but the tail of a copy that went wrong\n" * 100)
+    result = cached_project.runpytest("--vl-model=fake")
+    result.assert_outcomes(passed=3)
+    assert len(generated(cached_project)) == 3
+    result.stdout.fnmatch_lines(
+        [
+            "*answer cache */.vleval/cache: 0 answers reused, 0 stored",
+            "*could not write: */answers.sqlite3: DatabaseError: file is not a database (the file is damaged: "
+            "delete it and the next run starts an empty answer cache)",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and "damaged" not in result.stderr.str()
+    store.unlink()  # the fix the message gives
+    cached_project.runpytest("--vl-model=fake").assert_outcomes(passed=3)
+    again = cached_project.runpytest("--vl-model=fake")
+    again.stdout.fnmatch_lines(["*answer cache *: 3 answers reused, 0 stored"])
+    assert len(generated(cached_project)) == 3
 
 
 def test_file_hashes_are_memoised_by_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

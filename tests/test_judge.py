@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from pytest_vleval.predict.cache import AnswerCache
 from pytest_vleval.scoring.judge_prompt import RUBRICS, VARIANTS, judge_prompt, template_sha256, template_text
 from pytest_vleval.scoring.verdicts import VerdictError, parse_verdict
 
@@ -266,7 +267,7 @@ def test_verdicts_are_cached_and_a_changed_judge_asks_again(
     # The fake model's answers are not cached (no fingerprint): the verdicts alone still mark the folder as a cache.
     cache = judged.path / ".vleval" / "cache"
     assert (cache / ".gitignore").exists() and (cache / "CACHEDIR.TAG").exists()
-    assert len(list((cache / "verdicts").glob("stub-judge-*/*.json"))) == 5
+    assert len(list(AnswerCache(cache).entries("verdicts"))) == 5
     judge = record(judged)["models"][0]["judge"]
     assert (judge["verdicts"], judge["cached"]) == (4, 4)
     again.stdout.fnmatch_lines(["*4 verdicts (4 from the verdict cache)*"])

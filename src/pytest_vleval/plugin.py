@@ -103,6 +103,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         vl.golden.close()
         if vl.judge is not None:
             vl.judge.pool.close()
+        vl.predictor.close()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own clean-up (its final gc.collect() skips the frozen tree)

@@ -5,17 +5,17 @@ A verdict is reused only when nothing that could change it changed: the judge's 
 hashing as the models under test), the template's hash, the judge's settings (its token budget), the exact
 prompt (rubric, question, reference, answer, section order) and, when the judge sees them, the images' bytes.
 The cache key is separate from the answer cache's, so re-judging unchanged answers is free and a new judge or
-template asks again. The files: ``AnswerCache.verdict_path`` (``verdicts/`` in the cache folder)."""
+template asks again. Where: ``AnswerCache.verdict_key`` (table ``verdicts`` of the cache's database)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from pytest_vleval.backends.base import Conversation, GenerationFailure, ModelSpec
 from pytest_vleval.cases.casefile import Case
 from pytest_vleval.cases.fields import Turn
-from pytest_vleval.predict.cache import AnswerCache
+from pytest_vleval.predict.cache import AnswerCache, VerdictKey
 from pytest_vleval.predict.fingerprints import ModelFingerprint
 from pytest_vleval.predict.pool import ModelLoadFailed, ModelPool
 from pytest_vleval.scoring.base import ScoreResult
@@ -65,7 +65,7 @@ class JudgeRunner:
         key = fingerprint.key if fingerprint is not None else None
         return key, lambda requests: self._ask(case, requests, key)
 
-    def _entry(self, key: str | None, case: Case, request: JudgeRequest) -> Path | None:
+    def _entry(self, key: str | None, case: Case, request: JudgeRequest) -> VerdictKey | None:
         if self.cache is None or key is None:
             return None
         content = {
@@ -74,7 +74,7 @@ class JudgeRunner:
             "prompt": request.prompt.text,
             "images": [self.cache.file_hash(p) for p in case.images] if request.with_images else [],
         }
-        return self.cache.verdict_path(self.spec.label, key, content)
+        return self.cache.verdict_key(self.spec.label, key, content)
 
     def _ask(self, case: Case, requests: Sequence[JudgeRequest], key: str | None) -> list[Reply]:
         entries = [self._entry(key, case, r) for r in requests]
@@ -100,12 +100,13 @@ class JudgeRunner:
                 answers: Sequence[str | GenerationFailure] = backend.generate(conversations)
             except Exception as exc:  # the judge's own failure: an ERROR of this case, not of the model
                 answers = [GenerationFailure(f"{type(exc).__name__}: {exc}")] * len(pending)
-            for i, answer in zip(pending, answers, strict=True):
-                if isinstance(answer, GenerationFailure):
-                    replies[i] = Reply(failure=answer.message)
-                    continue
-                replies[i] = Reply(answer)
-                entry = entries[i]
-                if entry is not None and self.cache is not None:
-                    self.cache.put_verdict(entry, answer)
+            with self.cache.batch() if self.cache is not None else contextlib.nullcontext():
+                for i, answer in zip(pending, answers, strict=True):
+                    if isinstance(answer, GenerationFailure):
+                        replies[i] = Reply(failure=answer.message)
+                        continue
+                    replies[i] = Reply(answer)
+                    entry = entries[i]
+                    if entry is not None and self.cache is not None:
+                        self.cache.put_verdict(entry, answer)
         return [reply for reply in replies if reply is not None]

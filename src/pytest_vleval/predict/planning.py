@@ -44,6 +44,7 @@ def group_by_model(items: list[pytest.Item], models: Sequence[ModelSpec]) -> Non
 def plan(predictor: BatchPredictor, session: pytest.Session) -> None:
     """Give the predictor the final run order (after -k/-m/--lf); an xdist worker batches only its own queue."""
     predictor.plan(prediction_work(session.items))
+    predictor.shared = hasattr(session.config, "workerinput")  # other workers write the answer cache meanwhile
     queue = worker_queue(session.config)
     if queue is not None:
         predictor.upcoming = queue.upcoming_work

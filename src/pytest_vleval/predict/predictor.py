@@ -91,6 +91,7 @@ class BatchPredictor:
         # What this process runs next, when another process runs the rest (an xdist worker); None: the plan.
         # (Called with how many queued items it needs to look at.)
         self.upcoming: Callable[[int], Sequence[tuple[ModelSpec, Case]] | None] | None = None
+        self.shared = False  # an xdist worker: others store answers in the cache while this one runs
 
     def plan(self, work: Sequence[tuple[ModelSpec, Case]]) -> None:
         """Set the run order of the cases to predict (called after selection)."""
@@ -247,8 +248,8 @@ class BatchPredictor:
         label = spec.label
         window = [case, *self._pending_after(label, case, size * SORT_WINDOW_BATCHES - 1)]
         model = self._model(spec)
-        if model is not None and self.cache is not None and self.cache.read:
-            # Another process (an xdist worker) may have answered some of them since the cache was read.
+        if self.shared and model is not None and self.cache is not None and self.cache.read:
+            # Another xdist worker may have answered some of them since the cache was read.
             self._lookup(spec, model, window)
             window = [c for c in window if case_key(label, c) not in self._done]
             if not window or window[0] is not case:
@@ -291,6 +292,7 @@ class BatchPredictor:
             self.invariance_differences.extend(differences)
         elapsed = time.perf_counter() - started
         model = self._model(spec)
+        answered = []
         for case in cases:
             prediction = predictions[id(case)]
             prediction.seconds = elapsed / len(cases)
@@ -298,8 +300,12 @@ class BatchPredictor:
             self._done[case_key(spec.label, case)] = prediction
             if prediction.error is not None and prediction.skipped is None:
                 run.failed.append(f"{case.path.name}::{case.id}: {prediction.error.splitlines()[0]}")
-            elif model is not None and self.cache is not None:
-                self._store(spec, backend, model, case, prediction)
+            else:
+                answered.append((case, prediction))
+        if model is not None and self.cache is not None:
+            with self.cache.batch():  # the batch's answers in one commit
+                for case, prediction in answered:
+                    self._store(spec, backend, model, case, prediction)
         run.generated += len(cases)
         run.batches += 1
         run.seconds += elapsed
@@ -325,6 +331,11 @@ class BatchPredictor:
                 "vision_tokens": prediction.vision_tokens,
             },
         )
+
+    def close(self) -> None:
+        """Close the answer cache's database (the judge's verdicts share it); every batch is committed already."""
+        if self.cache is not None:
+            self.cache.close()
 
     def snapshot(self) -> dict[str, Any]:
         """What this process's prediction pass did, in plain types, for the run record (``records/``): per model
