@@ -47,10 +47,16 @@ class VlItem(pytest.Function):
 
     @classmethod
     def create(
-        cls, parent: pytest.Collector, name: str, marks: Sequence[pytest.MarkDecorator] = (), **fields: Any
+        cls,
+        parent: pytest.Collector,
+        name: str,
+        marks: Sequence[pytest.MarkDecorator] = (),
+        callobj: Any = None,
+        **fields: Any,
     ) -> Any:
-        """An item whose test function carries `marks` (and the plugin's own ``vleval`` mark)."""
-        return cls.from_parent(parent, name=name, callobj=_test_function(marks), **fields)
+        """An item whose test function carries `marks` (and the plugin's own ``vleval`` mark); `callobj`: such a
+        function made before (items with the same marks share one, as a parametrised test's items do)."""
+        return cls.from_parent(parent, name=name, callobj=callobj or _test_function(marks), **fields)
 
     def runtest(self) -> None:
         """The test; when its model could not be loaded, one failure that tells why (or where that was told).
@@ -219,12 +225,18 @@ class CaseFileNode(pytest.File):
         # first (its signature, autouse fixtures, closure) holds for all but those with their own usefixtures
         # marks: computed once, not once per case (a third of collecting a 20,000-case file).
         shared: Any = None
+        # One test function per set of marks (most cases have the same), like a parametrised test's items.
+        functions: dict[tuple[Any, ...], tuple[list[pytest.MarkDecorator], Any, bool]] = {}
         for case in case_file.cases:
-            marks = _marks(self.config, case)
-            own = any(mark.name == "usefixtures" for mark in marks)
+            key = (case.tags, case.fixtures, case.skip, case.xfail)
+            if key not in functions:
+                made = _marks(self.config, case)
+                own = any(mark.name == "usefixtures" for mark in made)  # then its own fixture analysis
+                functions[key] = (made, _test_function(made), own)
+            marks, function, own = functions[key]
             for spec in vl.models:
                 extra = {} if own or shared is None else {"fixtureinfo": shared}
-                item = CaseItem.create(self, f"{case.id}[{spec.label}]", marks, case=case, spec=spec, **extra)
+                item = CaseItem.create(self, f"{case.id}[{spec.label}]", marks, function, case=case, spec=spec, **extra)
                 if shared is None and not own:
                     shared = item._fixtureinfo
                 yield item

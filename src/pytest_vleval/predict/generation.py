@@ -4,7 +4,7 @@ succeed are kept. Also the batch-invariance check (``--vl-check-batch-invariance
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pytest_vleval.backends.base import Backend, GenerationFailure, UnsupportedConversation
@@ -25,7 +25,7 @@ class Prediction:
     cached: bool = False  # read from the answer cache (seconds is then 0)
     batch_size: int = 0  # the size of the batch its first turn was generated in
     skipped: str | None = None  # the model's family cannot take this case (UnsupportedConversation)
-    prompts: list[str] = field(default_factory=list)  # each turn's text as sent
+    prompts: Sequence[str] = ()  # each turn's text as sent
     vision_tokens: int | None = None  # the case's images as tokens in the first turn's prompt, if the backend says
 
 

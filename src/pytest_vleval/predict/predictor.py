@@ -117,7 +117,7 @@ class BatchPredictor:
                 if self.progress is not None:
                     self.progress.clear()
         prediction = self._done[key]
-        prediction.prompts = list(self.asking(spec).questions(case))
+        prediction.prompts = self.asking(spec).questions(case)  # memoised: one tuple per case, shared
         if prediction.cached and key not in self._served:
             # Counted when a test asks for it: an xdist worker reads cached answers of cases another worker runs.
             self._served.add(key)
@@ -297,7 +297,10 @@ class BatchPredictor:
             prediction = predictions[id(case)]
             prediction.seconds = elapsed / len(cases)
             prediction.vision_tokens = _vision_tokens(backend, asking, case, self._max_new_tokens(case))
-            self._done[case_key(spec.label, case)] = prediction
+            key = case_key(spec.label, case)
+            self._done[key] = prediction
+            self._chunk_of.pop(key, None)  # what planned its batch, and its place in the plan: not needed again
+            self._position.pop(key, None)
             if prediction.error is not None and prediction.skipped is None:
                 run.failed.append(f"{case.path.name}::{case.id}: {prediction.error.splitlines()[0]}")
             else:
