@@ -165,7 +165,8 @@ class AnswerCache:
         if self._unusable or not (create or self._exists()):
             return None
         try:
-            self._prepare_root()
+            if create:
+                self._prepare_root()
             db = sqlite3.connect(self.store, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False)
             try:
                 if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
