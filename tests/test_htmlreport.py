@@ -481,6 +481,32 @@ def test_hostile_text_everywhere_stays_text() -> None:
     assert not set("<>&") & set(json_for_script({"k": evil}))
 
 
+def test_the_report_is_written_a_case_at_a_time_and_reads_as_one_document(tmp_path: Path) -> None:
+    """write_report streams the cases' JSON block (a 200,000-case report is never whole in memory): the file is
+    render_report's document, the block one JSON object with every card and each image's thumbnail once."""
+    from pytest_vleval.report.html import report_pieces, write_report
+
+    def case(n: int, model: str) -> dict[str, Any]:
+        return {"model": model, "suite": "test_a.yaml", "case_id": f"c{n}", "line": n + 1, "passed": n % 3 != 0,
+                "score": float(n % 3 != 0), "error": None, "outcome": "passed" if n % 3 else "failed",
+                "images": [f"img{n % 2}.png"], "turns": [{"question": f"Q{n}?", "expected": "red", "answer": "Red.",
+                "scorer": "contains", "score": 1.0, "threshold": 1.0, "passed": True, "detail": ""}]}  # fmt: skip
+
+    models = [{"label": m, "source": m, "eval": {"cases": 250}, "metrics": {}} for m in ("a", "b")]
+    record = _record(models, [case(n, m) for m in ("a", "b") for n in range(250)])
+    inputs = ReportInputs(plots=False)
+    pieces = list(report_pieces(record, inputs))
+    assert len(pieces) > 250, "one piece a case card, not one string"
+    written = write_report(tmp_path / "r.html", record, inputs).read_text(encoding="utf-8")
+    assert written == "".join(pieces) == render_report(record, inputs)
+    assert_inert_and_self_contained(written)
+    data = cases_data(written)
+    assert [card["case_id"] for card in data["cards"]] == [f"c{n}" for n in range(250)]
+    assert [[row["model"] for row in card["rows"]] for card in data["cards"][:2]] == [["a", "b"], ["a", "b"]]
+    assert len(data["images"]) == 2 and {i for card in data["cards"] for i in card["images"]} == {0, 1}
+    assert (data["compared"], data["exact"], data["per_page"]) == (False, False, 100)
+
+
 def test_importing_the_report_modules_loads_no_plotting_or_torch() -> None:
     code = (
         "import sys, pytest_vleval.plugin, pytest_vleval.records.outputs, pytest_vleval.report.table, pytest_vleval.report.cli, "

@@ -23,7 +23,8 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "diff_segments",
     "json_for_script",
     "render_report",
+    "report_pieces",
     "word_diff",
     "write_report",
 ]
@@ -164,6 +166,12 @@ def _asset(name: str) -> str:
 
 def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None) -> str:
     """The whole report as one HTML document."""
+    return "".join(report_pieces(record, inputs))
+
+
+def report_pieces(record: Mapping[str, Any], inputs: ReportInputs | None = None) -> Iterator[str]:
+    """The report in pieces, the cases' JSON block a case at a time: a 200,000-case report is never built whole
+    in memory (its cards, their JSON and the page were three copies of it)."""
     inputs = inputs or ReportInputs()
     thumbs = Thumbnails(inputs.roots)
     table = build_table(record, cost_per_hour=inputs.cost_per_hour)
@@ -174,6 +182,7 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
         f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
     )
     cases = html_data.cases_context(record, inputs, thumbs)
+    mark = f"vl-cases-{secrets.token_hex(16)}"  # where the cases' JSON goes; no other text of the page is this
     text: str = _template().render(
         title=inputs.title,
         policy=policy,
@@ -188,18 +197,36 @@ def render_report(record: Mapping[str, Any], inputs: ReportInputs | None = None)
         precision_gate=gate_lines(record),
         plots=_plots(record, inputs),
         cases=cases,
-        cases_json=Markup(json_for_script(cases["data"])) if cases else None,
+        cases_json=Markup(mark) if cases else None,
         golden=html_data.golden_context(record, thumbs),
         summary_json=Markup(json_for_script(_summary_data(table))),
     )
-    return text
+    if not cases:
+        yield text
+        return
+    assert text.count(mark) == 1
+    before, after = text.split(mark)
+    del text
+    yield before
+    yield from _cases_json(cases["data"])
+    yield after
+
+
+def _cases_json(data: Mapping[str, Any]) -> Iterator[str]:
+    """``json_for_script(data)`` in pieces, a card at a time; ``data["cards"]`` is consumed first (it fills
+    ``data["images"]``, the thumbnails the cards name by index)."""
+    yield '{"cards": ['
+    for n, card in enumerate(data["cards"]):
+        yield json_for_script(card) if n == 0 else ", " + json_for_script(card)
+    rest = json_for_script({key: value for key, value in data.items() if key != "cards"})
+    yield "], " + rest[1:]  # the rest of the object, without its opening brace
 
 
 def write_report(path: Path, record: Mapping[str, Any], inputs: ReportInputs | None = None) -> Path:
-    """Write the report atomically (a half-written report never replaces a good one)."""
+    """Write the report atomically (a half-written report never replaces a good one), a piece at a time."""
     from pytest_vleval.records.storage import write_text
 
-    return write_text(path, render_report(record, inputs))
+    return write_text(path, report_pieces(record, inputs))
 
 
 def _summary_data(table: ComparisonTable) -> dict[str, Any]:

@@ -212,7 +212,8 @@ CASES_PER_PAGE = 100  # the report's script shows the cases a page at a time
 def cases_context(record: Mapping[str, Any], inputs: ReportInputs, thumbs: Thumbnails) -> dict[str, Any] | None:
     """Every case with its images, turns and each model's answer, filterable by case file, status and model:
     the filters for the template, the cases as ``data`` (one JSON block the page's script shows a page at a
-    time; each image's thumbnail once, in ``data["images"]``, named by index)."""
+    time; each image's thumbnail once, in ``data["images"]``, named by index). ``data["cards"]`` is a generator,
+    made as the block is written: consume it before reading ``data["images"]``."""
     from pytest_vleval.report.html import diff_segments
 
     cases = record.get("cases", [])
@@ -238,8 +239,8 @@ def cases_context(record: Mapping[str, Any], inputs: ReportInputs, thumbs: Thumb
             table.append(thumbs.image(path))
         return images[path]
 
-    out = []
-    for (suite, case_id), per_model in sorted(cards.items(), key=lambda kv: (kv[0][0], lines[kv[0]], kv[0][1])):
+    def card(suite: str, case_id: str) -> dict[str, Any]:
+        per_model = cards[(suite, case_id)]
         first = next(iter(per_model.values()))
         rows = [
             _answer_row(model, per_model[model], index.get((model, suite, case_id)), exact, diff_segments)
@@ -250,18 +251,25 @@ def cases_context(record: Mapping[str, Any], inputs: ReportInputs, thumbs: Thumb
             [t.get("question"), t.get("expected"), t.get("scorer"), f"{float(t.get('threshold', 0)):g}"]
             for t in first.get("turns", [])
         ]
-        out.append(
-            {
-                "suite": suite,
-                "case_id": case_id,
-                "line": lines[(suite, case_id)],
-                "images": [image(str(p)) for p in first.get("images", [])],
-                "turns": turns,
-                "rows": rows,
-            }
-        )
-    data = {"cards": out, "images": table, "compared": compared, "exact": exact, "per_page": CASES_PER_PAGE}
-    return {"filters": _filters(suites, models, compared, exact), "count": len(out), "data": data}
+        return {
+            "suite": suite,
+            "case_id": case_id,
+            "line": lines[(suite, case_id)],
+            "images": [image(str(p)) for p in first.get("images", [])],
+            "turns": turns,
+            "rows": rows,
+        }
+
+    order = sorted(cards, key=lambda key: (key[0], lines[key], key[1]))
+    # The cards are made as they are written (html.report_pieces), each image's thumbnail into `table` meanwhile.
+    data = {
+        "cards": (card(suite, case_id) for suite, case_id in order),
+        "images": table,
+        "compared": compared,
+        "exact": exact,
+        "per_page": CASES_PER_PAGE,
+    }
+    return {"filters": _filters(suites, models, compared, exact), "count": len(order), "data": data}
 
 
 def _filters(suites: Sequence[str], models: Sequence[str], compared: bool, exact: bool) -> list[dict[str, Any]]:
