@@ -79,7 +79,6 @@ class BatchPredictor:
         self._queue: dict[str, list[Case]] = {}
         self._position: dict[CaseKey, int] = {}
         self._done: dict[CaseKey, Prediction] = {}
-        self._served: set[CaseKey] = set()  # cached answers handed to a test
         self._chunk_of: dict[CaseKey, list[Case]] = {}
         self._case_fingerprints: dict[CaseKey, str] = {}
         self._image_hashes: dict[str, str] = {}
@@ -118,9 +117,9 @@ class BatchPredictor:
                     self.progress.clear()
         prediction = self._done[key]
         prediction.prompts = self.asking(spec).questions(case)  # memoised: one tuple per case, shared
-        if prediction.cached and key not in self._served:
+        if prediction.cached and not prediction.served:
             # Counted when a test asks for it: an xdist worker reads cached answers of cases another worker runs.
-            self._served.add(key)
+            prediction.served = True
             self._run_of(spec.label).cached += 1
         return prediction
 
@@ -186,6 +185,7 @@ class BatchPredictor:
                 tokens = entry.get("vision_tokens")
                 tokens = tokens if isinstance(tokens, int) else None
                 self._done[key] = Prediction(answers=list(entry["answers"]), cached=True, vision_tokens=tokens)
+                del self._case_fingerprints[key]  # answered: its fingerprint is not needed again
                 found += 1
         return found
 
@@ -309,6 +309,7 @@ class BatchPredictor:
             with self.cache.batch():  # the batch's answers in one commit
                 for case, prediction in answered:
                     self._store(spec, backend, model, case, prediction)
+                    self._case_fingerprints.pop(case_key(spec.label, case), None)  # not needed again
         run.generated += len(cases)
         run.batches += 1
         run.seconds += elapsed
