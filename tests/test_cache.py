@@ -396,6 +396,8 @@ def test_corrupt_or_foreign_entries_are_misses(tmp_path: Path) -> None:
     store.put(model, "case", {"answers": ["one"]})
     assert store.get(model, "case", 1)["answers"] == ["one"]
     assert store.get(model, "case", 2) is None  # the case now has two turns
+    # The same files under another label (a copy of the checkpoint) are asked again, as with a folder per label.
+    assert store.get(ModelFingerprint("copy of m", "a" * 64, "test"), "case", 1) is None
     assert store.get(ModelFingerprint("m", "b" * 64, "test"), "case", 1) is None
     with sqlite3.connect(store.store) as db:  # a row cut short
         db.execute(
@@ -430,7 +432,7 @@ def test_a_cache_written_before_the_database_is_still_read(tmp_path: Path) -> No
     """A JSON file per entry was the layout until the database: those answers and verdicts are still hits."""
     model = ModelFingerprint("my model", "b" * 64, "test")
     store = AnswerCache(tmp_path)
-    key = store.answer_key(model, "case")
+    key = cache_module.sha256_text("b" * 64 + ":case")  # the file's name: the model's and the case's fingerprints
     old = {"format": 1, "model_fingerprint": "b" * 64, "case_fingerprint": "case", "answers": ["A cat."]}
     (tmp_path / "answers" / ("my_model-" + "b" * 16)).mkdir(parents=True)
     (tmp_path / "answers" / ("my_model-" + "b" * 16) / f"{key}.json").write_text(json.dumps(old, indent=1))

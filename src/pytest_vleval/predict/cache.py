@@ -95,6 +95,11 @@ class VerdictKey(NamedTuple):
     judge_key: str
     digest: str
 
+    @property
+    def row(self) -> str:
+        """The row's key: the judge's label too (two judges of the same files are each asked)."""
+        return sha256_text(f"{self.judge}\0{self.digest}")
+
 
 class AnswerCache:
     """Answers on disk, a row per (model fingerprint, case fingerprint) in ``answers.sqlite3``.
@@ -289,8 +294,10 @@ class AnswerCache:
 
     @staticmethod
     def answer_key(model: ModelFingerprint, case_fingerprint: str) -> str:
+        """A row's key: the model's label too, so that two models of the same files (a copy under another
+        name) are each asked, as they were when each label had its own folder of files."""
         assert model.key is not None
-        return sha256_text(model.key + ":" + case_fingerprint)
+        return sha256_text(f"{model.label}\0{model.key}:{case_fingerprint}")
 
     def entries(self, kind: str = "answers") -> Iterator[dict[str, Any]]:
         """Every entry the database holds of `kind` (``answers`` or ``verdicts``), for tools and tests."""
@@ -307,8 +314,9 @@ class AnswerCache:
         """The stored entry, or None (absent, unreadable, or not for exactly this model and case)."""
         if not self.read or model.key is None:
             return None
-        key = self.answer_key(model, case_fingerprint)
-        data = self._row("answers", key) or self._legacy_entry("answers", model.label, model.key, key)
+        data = self._row("answers", self.answer_key(model, case_fingerprint)) or self._legacy_entry(
+            "answers", model.label, model.key, sha256_text(model.key + ":" + case_fingerprint)
+        )
         answers = data.get("answers") if data is not None else None
         if (
             data is None
@@ -349,11 +357,11 @@ class AnswerCache:
         """The stored reply, or None (absent, unreadable, or --vl-refresh)."""
         if not self.read:
             return None
-        data = self._row("verdicts", key.digest) or self._legacy_entry("verdicts", *key)
+        data = self._row("verdicts", key.row) or self._legacy_entry("verdicts", *key)
         reply = data.get("reply") if data is not None else None
         return reply if isinstance(reply, str) else None
 
     def put_verdict(self, key: VerdictKey, reply: str) -> None:
         """Store one judge reply; a failure to write is remembered for the summary, never raised."""
         record = {"format": CACHE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reply": reply}
-        self._write("verdicts", key.digest, key.judge, record)
+        self._write("verdicts", key.row, key.judge, record)
