@@ -54,7 +54,7 @@ class VlItem(pytest.Function):
         callobj: Any = None,
         **fields: Any,
     ) -> Any:
-        """An item whose test function carries `marks` (and the plugin's own ``vleval`` mark); `callobj`: such a
+        """An item whose test function carries `marks` (and the plugin's own ``vleval`` mark); or `callobj`, such a
         function made before (items with the same marks share one, as a parametrised test's items do)."""
         return cls.from_parent(parent, name=name, callobj=callobj or _test_function(marks), **fields)
 
@@ -226,17 +226,19 @@ class CaseFileNode(pytest.File):
         # marks: computed once, not once per case (a third of collecting a 20,000-case file).
         shared: Any = None
         # One test function per set of marks (most cases have the same), like a parametrised test's items.
-        functions: dict[tuple[Any, ...], tuple[list[pytest.MarkDecorator], Any, bool]] = {}
+        functions: dict[tuple[Any, ...], tuple[Any, bool]] = {}
         for case in case_file.cases:
             key = (case.tags, case.fixtures, case.skip, case.xfail)
             if key not in functions:
-                made = _marks(self.config, case)
-                own = any(mark.name == "usefixtures" for mark in made)  # then its own fixture analysis
-                functions[key] = (made, _test_function(made), own)
-            marks, function, own = functions[key]
+                marks = _marks(self.config, case)
+                own = any(mark.name == "usefixtures" for mark in marks)  # then its own fixture analysis
+                functions[key] = (_test_function(marks), own)
+            function, own = functions[key]
             for spec in vl.models:
                 extra = {} if own or shared is None else {"fixtureinfo": shared}
-                item = CaseItem.create(self, f"{case.id}[{spec.label}]", marks, function, case=case, spec=spec, **extra)
+                item = CaseItem.create(
+                    self, f"{case.id}[{spec.label}]", callobj=function, case=case, spec=spec, **extra
+                )
                 if shared is None and not own:
                     shared = item._fixtureinfo
                 yield item

@@ -6,9 +6,9 @@ prompt, questions, generation budget). Nothing here imports torch: a fully cache
 
 Layout under the cache folder (default ``.vleval/cache`` in the rootdir)::
 
-    answers.sqlite3 (-wal, -shm)   table ``answers``: a row per answered case, key = sha256(model fingerprint
-                                   ":" case fingerprint), ``entry`` = the JSON of what was stored; table
-                                   ``verdicts``: a row per judge reply (predict/judging.py)
+    answers.sqlite3 (-wal, -shm)   table ``answers``: a row per answered case, key = sha256(model label, model
+                                   fingerprint, case fingerprint), ``entry`` = the JSON of what was stored;
+                                   table ``verdicts``: a row per judge reply (predict/judging.py)
     file-hashes/<sha256 of the path>.json   content hashes of big files, reused while (size, mtime_ns) match
 
 One database, not a file per answer: a 200,000-case suite stored 200,000 small files, and a store cost ~170 us an
@@ -256,7 +256,8 @@ class AnswerCache:
             self._commit()
 
     def _commit(self) -> None:
-        db, pending, self._pending = self._db, self._pending, 0
+        pending, self._pending = self._pending, 0
+        db = self._db if self._db_pid == os.getpid() else None  # never a connection a forked parent opened
         if db is None or not db.in_transaction:
             return
         try:

@@ -304,12 +304,12 @@ class BatchPredictor:
             if prediction.error is not None and prediction.skipped is None:
                 run.failed.append(f"{case.path.name}::{case.id}: {prediction.error.splitlines()[0]}")
             else:
-                answered.append((case, prediction))
+                answered.append((key, case, prediction))
         if model is not None and self.cache is not None:
             with self.cache.batch():  # the batch's answers in one commit
-                for case, prediction in answered:
+                for key, case, prediction in answered:
                     self._store(spec, backend, model, case, prediction)
-                    self._case_fingerprints.pop(case_key(spec.label, case), None)  # not needed again
+                    self._case_fingerprints.pop(key, None)  # not needed again
         run.generated += len(cases)
         run.batches += 1
         run.seconds += elapsed
