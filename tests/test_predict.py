@@ -87,6 +87,21 @@ def test_batches_are_sorted_by_length_within_a_window(tmp_path: Path) -> None:
     assert vl.runs["fake"].generated == 8 and vl.runs["fake"].batches == 4
 
 
+def test_a_prediction_is_handed_over_once_and_a_case_asked_again_is_answered_anew(tmp_path: Path) -> None:
+    cases = make_cases(tmp_path, ["a", "bb", "ccc", "dddd"])
+    backend = Backend(measure=False)
+    vl = predictor(backend, cases, size=2)
+    first = vl.predict(SPEC, cases[2])
+    assert first.answers == ["CCC"] and first.prompts == ("ccc",)
+    # Only "answered" stays behind: 200,000 predictions are not kept twice (the tests hold theirs).
+    assert not any(p is first for p in vl._done.values())
+    assert [vl.predict(SPEC, c).answers for c in cases] == [["A"], ["BB"], ["CCC"], ["DDDD"]]
+    # Asked again (a rerun plugin runs an item twice): answered again, not from a stale entry; the batches of
+    # the cases served in between are not generated again.
+    assert backend.calls == [["ccc", "dddd"], ["a", "bb"], ["ccc"]]
+    assert vl.runs["fake"].generated == 5
+
+
 def test_a_backend_that_cannot_measure_keeps_run_order(tmp_path: Path) -> None:
     cases = make_cases(tmp_path, ["aaaa", "a", "aaa", "aa"])
     backend = Backend(measure=False)

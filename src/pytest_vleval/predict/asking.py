@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pytest_vleval.backends.base import Conversation
+from pytest_vleval.backends.base import Backend, Conversation
 from pytest_vleval.backends.families import GENERIC, FamilyAdapter
 from pytest_vleval.cases.casefile import Case
 
@@ -35,6 +35,12 @@ class Asking:
         self._sent[key], self._sent_for[key] = sent, case
         return sent
 
+    def forget(self, case: Case) -> None:
+        """Drop `case`'s rendered questions (its test has them): asked again, they are rendered again."""
+        key = id(case)
+        if self._sent_for.get(key) is case:
+            del self._sent[key], self._sent_for[key]
+
     def pixels(self, case: Case) -> tuple[int | None, int | None]:
         """(min_pixels, max_pixels) for `case`: the case's (or its file's), else the run's; None: the model's."""
         low = case.min_pixels if case.min_pixels is not None else self.min_pixels
@@ -56,6 +62,14 @@ class Asking:
             min_pixels=low,
             max_pixels=high,
         )
+
+    def vision_tokens(self, backend: Backend, case: Case, max_new_tokens: int) -> int | None:
+        """The backend's count of the case's image tokens in its first turn, or None (unknown, or it could not
+        say)."""
+        try:
+            return backend.vision_tokens(self.conversation(case, 0, [], max_new_tokens))
+        except Exception:
+            return None
 
     def probe(self, case: Case, max_new_tokens: int) -> Conversation:
         """The last turn with empty earlier answers: what a backend is asked before a dialogue starts."""

@@ -23,7 +23,6 @@ class Prediction:
     error: str | None = None
     seconds: float = 0.0
     cached: bool = False  # read from the answer cache (seconds is then 0)
-    served: bool = False  # handed to a test at least once (a cached answer is counted once)
     batch_size: int = 0  # the size of the batch its first turn was generated in
     skipped: str | None = None  # the model's family cannot take this case (UnsupportedConversation)
     prompts: Sequence[str] = ()  # each turn's text as sent

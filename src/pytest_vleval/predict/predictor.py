@@ -39,6 +39,8 @@ CaseKey = tuple[str, str, str]  # (model label, case file, case id)
 # A batch is taken from a window of this many batches' worth of pending cases, sorted by input length.
 SORT_WINDOW_BATCHES = 4
 
+SERVED = Prediction()  # a case's entry in `_done` once its test has the prediction (200,000 are not kept twice)
+
 
 def case_key(label: str, case: Case) -> CaseKey:
     return (label, str(case.path), case.id)
@@ -78,7 +80,7 @@ class BatchPredictor:
         self._asking: dict[str, Asking] = {}
         self._queue: dict[str, list[Case]] = {}
         self._position: dict[CaseKey, int] = {}
-        self._done: dict[CaseKey, Prediction] = {}
+        self._done: dict[CaseKey, Prediction] = {}  # answered; SERVED once handed to the test
         self._chunk_of: dict[CaseKey, list[Case]] = {}
         self._case_fingerprints: dict[CaseKey, str] = {}
         self._image_hashes: dict[str, str] = {}
@@ -103,7 +105,10 @@ class BatchPredictor:
         self.runs = {label: ModelRun(total=len(cases)) for label, cases in self._queue.items()}
 
     def predict(self, spec: ModelSpec, case: Case) -> Prediction:
+        """The case's prediction, handed over once: asked again (a rerun plugin), it is answered anew."""
         key = case_key(spec.label, case)
+        if self._done.get(key) is SERVED:
+            del self._done[key]
         if key not in self._done:
             self._read_cache(spec)
         if key not in self._done:
@@ -116,10 +121,12 @@ class BatchPredictor:
                 if self.progress is not None:
                     self.progress.clear()
         prediction = self._done[key]
-        prediction.prompts = self.asking(spec).questions(case)  # memoised: one tuple per case, shared
-        if prediction.cached and not prediction.served:
+        self._done[key] = SERVED  # the test keeps the prediction
+        asking = self.asking(spec)
+        prediction.prompts = asking.questions(case)  # the memoised tuple, shared with the cache key
+        asking.forget(case)
+        if prediction.cached:
             # Counted when a test asks for it: an xdist worker reads cached answers of cases another worker runs.
-            prediction.served = True
             self._run_of(spec.label).cached += 1
         return prediction
 
@@ -185,7 +192,9 @@ class BatchPredictor:
                 tokens = entry.get("vision_tokens")
                 tokens = tokens if isinstance(tokens, int) else None
                 self._done[key] = Prediction(answers=list(entry["answers"]), cached=True, vision_tokens=tokens)
-                del self._case_fingerprints[key]  # answered: its fingerprint is not needed again
+                del self._case_fingerprints[key]  # answered: its fingerprint and place in the plan are not needed
+                self._position.pop(key, None)
+                self._chunk_of.pop(key, None)
                 found += 1
         return found
 
@@ -296,7 +305,7 @@ class BatchPredictor:
         for case in cases:
             prediction = predictions[id(case)]
             prediction.seconds = elapsed / len(cases)
-            prediction.vision_tokens = _vision_tokens(backend, asking, case, self._max_new_tokens(case))
+            prediction.vision_tokens = asking.vision_tokens(backend, case, self._max_new_tokens(case))
             key = case_key(spec.label, case)
             self._done[key] = prediction
             self._chunk_of.pop(key, None)  # what planned its batch, and its place in the plan: not needed again
@@ -363,14 +372,6 @@ class BatchPredictor:
                 "differences": [difference_entry(d) for d in self.invariance_differences],
             }
         return {"models": models, "cache": cache, "invariance": invariance}
-
-
-def _vision_tokens(backend: Backend, asking: Asking, case: Case, max_new_tokens: int) -> int | None:
-    """The backend's count of the case's image tokens, or None (unknown, or it could not say)."""
-    try:
-        return backend.vision_tokens(asking.conversation(case, 0, [], max_new_tokens))
-    except Exception:
-        return None
 
 
 def make_predictor(
