@@ -90,7 +90,7 @@ def assert_inert_and_self_contained(text: str) -> ReportParser:
             value = attrs.get(name)
             if value is not None:
                 assert tag == "img" and name == "src" and value.startswith("data:image/"), (tag, name, value[:60])
-    assert not re.search(r"https?://", re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text))
+    assert not re.search(r"https?://", re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "", text))
     assert "url(" not in text.split("<style>", 1)[1].split("</style>", 1)[0]
     policy = next(
         a["content"] for t, a in parser.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
@@ -511,7 +511,84 @@ def test_importing_the_report_modules_loads_no_plotting_or_torch() -> None:
     code = (
         "import sys, pytest_vleval.plugin, pytest_vleval.records.outputs, pytest_vleval.report.table, pytest_vleval.report.cli, "
         "pytest_vleval.report.html, pytest_vleval.report.markdown, pytest_vleval.report.terminal\n"
-        "print([m for m in ('matplotlib', 'torch', 'PIL.Image') if m in sys.modules])"
+        "print([m for m in ('pygal', 'matplotlib', 'torch', 'PIL.Image') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def _plot_record() -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    models = ["Qwen3-VL-8B", "模型-量化"]
+    suites = ["test_cases/colour.yaml", "test_cases/中文/ocr.yaml"]
+    record = {
+        "models": [
+            {
+                "label": m,
+                "eval": {"cases": 4, "accuracy": 0.5 + k / 4, "mean_score": 0.6},
+                "suites": {s: {"accuracy": 0.25 * (n + 1), "mean_score": 0.5} for n, s in enumerate(suites)},
+            }
+            for k, m in enumerate(models)
+        ],
+        "cases": [{"model": m, "seconds": 0.01 * (n + 1 + 10 * k)} for k, m in enumerate(models) for n in range(20)],
+        "benchmarks": [{"model": models[0], "samples": {"total_s": [0.2, 0.25, 0.3, None]}}],
+    }
+    history = [
+        (
+            f"000{r}_run",
+            {
+                "models": [
+                    {
+                        "label": m,
+                        "fingerprint": "new" if r == 2 and k == 1 else "old",
+                        "metrics": {"accuracy": 0.5 + r / 10, "latency_p50": None if r == 1 else 0.2},
+                    }
+                    for k, m in enumerate(models)
+                ]
+            },
+        )
+        for r in range(3)
+    ]
+    return record, history
+
+
+def test_plots_are_inert_reproducible_svg_naming_their_panels_and_models() -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    from pytest_vleval.report import plots
+
+    record, history = _plot_record()
+    drawn = {
+        "scores": plots.suite_scores(record),
+        "latency": plots.latency_distribution(record),
+        "history": plots.history(history),
+    }
+    for name, svg in drawn.items():
+        assert svg is not None, name
+        text = svg.decode("utf-8")
+        root = ElementTree.fromstring(text)  # one well-formed document
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert "<script" not in text and "<!--" not in text, name  # pygal's tooltip config and dated comments
+        assert "Qwen3-VL-8B" in text and "模型-量化" in text, name  # the legend's text, not pixels
+    assert drawn["scores"] == plots.suite_scores(record)  # no random chart ids: the same record, the same bytes
+    scores = drawn["scores"].decode()
+    assert "<title>pass rate</title>" in scores and "<title>mean score</title>" in scores and ">ocr<" in scores
+    latency = drawn["latency"].decode()
+    assert "<title>time per case (a batch's time / its size) (ms)</title>" in latency
+    assert "<title>request latency (--vl-benchmark) (ms)</title>" in latency
+    history_svg = drawn["history"].decode()
+    # pass rate in all three runs, latency in two (the gap is skipped); the weights that changed: a ring a panel
+    assert "<title>pass rate</title>" in history_svg and "<title>latency p50 (s, --vl-benchmark)</title>" in history_svg
+    assert "<title>mean score</title>" not in history_svg  # never measured
+    assert history_svg.count('style="fill: none; stroke-width: 2"') == 2
+
+
+def test_plots_with_nothing_to_draw_are_left_out() -> None:
+    from pytest_vleval.report import plots
+
+    record, history = _plot_record()
+    assert plots.history(history[:1]) is None  # one run: no history
+    assert plots.suite_scores({"models": []}) is None
+    bare = {"models": record["models"], "cases": [], "benchmarks": []}
+    assert plots.latency_distribution(bare) is None
+    cached = {**bare, "cases": [{"model": "Qwen3-VL-8B", "seconds": 0.0, "cached": True}]}
+    assert plots.latency_distribution(cached) is None  # answers from the cache were not timed

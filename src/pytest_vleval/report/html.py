@@ -70,7 +70,7 @@ class ReportInputs:
     roots: Sequence[Path] = ()  # folders relative image paths are looked up in
     sources: Sequence[str] = ()  # the record files a CLI report was built from
     title: str = "pytest-vleval report"
-    plots: bool = True  # False: no matplotlib at all (faster for very large records)
+    plots: bool = True  # False: no plots at all
 
 
 @dataclass
@@ -117,8 +117,9 @@ def thumbnail_uri(path: Path, size: int = THUMBNAIL_SIZE) -> str | None:
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def png_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def svg_uri(data: bytes) -> str:
+    """An SVG document as an ``<img>`` source: shown as a picture, nothing in it runs."""
+    return "data:image/svg+xml;base64," + base64.b64encode(data).decode("ascii")
 
 
 def diff_segments(old: str, new: str) -> list[list[str]]:
@@ -241,7 +242,7 @@ def _plots(record: Mapping[str, Any], inputs: ReportInputs) -> dict[str, Any] | 
     if not inputs.plots:
         return None
     try:
-        import matplotlib  # noqa: F401
+        import pygal  # noqa: F401
     except ImportError:  # a report without plots beats no report
         return {"missing": True}
     from pytest_vleval.report import plots
@@ -251,11 +252,11 @@ def _plots(record: Mapping[str, Any], inputs: ReportInputs) -> dict[str, Any] | 
         ("Latency distribution", plots.latency_distribution(record)),
     ]
     history = list(inputs.history)[-HISTORY_RUNS:]
-    history_png = plots.history(history)
+    history_svg = plots.history(history)
     return {
         "missing": False,
-        "figures": [{"title": title, "uri": png_uri(data)} for title, data in figures if data],
-        "history_uri": png_uri(history_png) if history_png else None,
+        "figures": [{"title": title, "uri": svg_uri(data)} for title, data in figures if data],
+        "history_uri": svg_uri(history_svg) if history_svg else None,
         "history_note": inputs.history_note,
         "history": [_history_row(name, run) for name, run in history],
     }

@@ -1,13 +1,14 @@
-"""The HTML report's plots, drawn with matplotlib into PNG bytes (no pyplot: no global state, no display).
+"""The HTML report's plots, drawn with pygal as SVG (text stays text, sharp at any zoom, a few KB each).
 
-Every function takes run records (docs/records.md) and returns PNG bytes, or None when there is nothing to draw.
-matplotlib is imported only here, when a report is written.
+Every function takes run records (docs/records.md) and returns one SVG document (bytes) holding its panels side
+by side, or None when there is nothing to draw. pygal is imported only here, when a report is written: it costs a
+few MiB, where matplotlib (used before) cost ~55 MiB of the run's peak memory. The SVG is shown through an
+``<img>`` (a data URI), where it cannot run anything: pygal's tooltip scripts are left out.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,33 +26,71 @@ HISTORY_METRICS = (
     ("cases_per_s", "cases / hour", 3600.0, "higher"),
 )
 
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
+# matplotlib's tab10, the colours of the earlier PNG plots.
+COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+# pygal's comments (they carry the date) and its tooltip script's config (nothing runs in an <img>)
+_DROPPED = re.compile(r"<!--.*?-->|<script\b.*?</script>", re.S)
 
 
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # a layout that cannot fit long labels is still worth drawing
-        warnings.simplefilter("ignore", UserWarning)
-        figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+def _chart(kind: str, title: str, width: int, height: int, **config: Any) -> Any:
+    """A pygal chart of `kind` ("Bar", "Box", "Line") in the report's style, without scripts."""
+    import pygal
+    from pygal.style import Style
+
+    style = Style(
+        background="white",
+        plot_background="white",
+        foreground="#333",
+        foreground_strong="#222",
+        foreground_subtle="#ddd",
+        guide_stroke_color="#e6e6e6",
+        major_guide_stroke_color="#e6e6e6",
+        guide_stroke_dasharray="0",
+        major_guide_stroke_dasharray="0",
+        font_family="system-ui, 'Segoe UI', 'Noto Sans', 'Noto Sans CJK SC', sans-serif",
+        title_font_size=14,
+        label_font_size=11,
+        major_label_font_size=11,
+        legend_font_size=11,
+        colors=COLOURS,
+        opacity=".75",
+        opacity_hover=".9",
+    )
+    return getattr(pygal, kind)(
+        title=title,
+        width=width,
+        height=height,
+        explicit_size=True,
+        style=style,
+        js=[],
+        disable_xml_declaration=True,
+        legend_at_bottom=True,
+        legend_at_bottom_columns=3,
+        truncate_legend=40,
+        truncate_label=24,
+        **config,
+    )
 
 
-def _clip(label: str, width: int = 24) -> str:
-    return label if len(label) <= width else label[: width - 1] + "…"
-
-
-def _colours(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+def _svg(panels: Sequence[Any], columns: int, name: str) -> bytes:
+    """The panels as one SVG document, `columns` to a row (each panel keeps its own size and scoped style)."""
+    width = max(p.config.width for p in panels)
+    height = max(p.config.height for p in panels)
+    rows = (len(panels) + columns - 1) // columns
+    parts = []
+    for n, panel in enumerate(panels):
+        panel.uuid = f"{name}-{n}"  # deterministic ids (pygal draws random ones): the same record, the same bytes
+        text = _DROPPED.sub("", panel.render())
+        x, y = (n % columns) * width, (n // columns) * height
+        parts.append(text.replace("<svg ", f'<svg x="{x}" y="{y}" ', 1))
+    total_w, total_h = width * min(columns, len(panels)), height * rows
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
+        f'viewBox="0 0 {total_w} {total_h}">'
+    )
+    return (head + "".join(parts) + "</svg>").encode("utf-8")
 
 
 def suite_scores(record: Mapping[str, Any]) -> bytes | None:
@@ -61,28 +100,18 @@ def suite_scores(record: Mapping[str, Any]) -> bytes | None:
     if not models or not suites:
         return None
     names = short_names(suites)
-    groups = ["all", *(_clip(names[s]) for s in suites)]
-    width = min(14.0, 3.0 + 0.55 * len(groups) * max(1, len(models)) / 2 + 0.6 * len(groups))
-    figure = _figure(width, 3.4)
-    axes = figure.subplots(1, 2, sharey=True)
-    bar = 0.8 / len(models)
-    for ax, (key, title) in zip(axes, (("accuracy", "pass rate"), ("mean_score", "mean score")), strict=True):
-        for n, (model, colour) in enumerate(zip(models, _colours(len(models)), strict=True)):
+    groups = ["all", *(names[s] for s in suites)]
+    width = min(700, 220 + 34 * len(groups) * max(1, len(models)))
+    panels = []
+    for key, title in (("accuracy", "pass rate"), ("mean_score", "mean score")):
+        chart = _chart("Bar", title, width, 340, range=(0, 1), x_label_rotation=30 if len(groups) > 4 else 0)
+        chart.x_labels = groups
+        for model in models:
             values = [model["eval"].get(key) or 0.0]
             values += [((model.get("suites") or {}).get(s) or {}).get(key) or 0.0 for s in suites]
-            xs = [i + (n - (len(models) - 1) / 2) * bar for i in range(len(groups))]
-            ax.bar(xs, values, bar, label=_clip(str(model["label"]), 40), color=colour)
-        ax.set_title(title)
-        ax.set_xticks(
-            range(len(groups)),
-            groups,
-            rotation=30 if len(groups) > 4 else 0,
-            ha="right" if len(groups) > 4 else "center",
-        )
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize="small", loc="lower right")
-    return _png(figure)
+            chart.add(str(model["label"]), values)
+        panels.append(chart)
+    return _svg(panels, 2, "scores")
 
 
 def latency_distribution(record: Mapping[str, Any]) -> bytes | None:
@@ -102,39 +131,26 @@ def latency_distribution(record: Mapping[str, Any]) -> bytes | None:
             per_request[bench["model"]].extend(
                 float(v) for v in (bench.get("samples") or {}).get("total_s", []) if v is not None
             )
-    panels = [
-        (title, data)
-        for title, data in (
-            ("time per case (a batch's time / its size)", per_case),
-            ("request latency (--vl-benchmark)", per_request),
-        )
-        if any(data.values())
-    ]
-    if not panels:
-        return None
-    figure = _figure(6.5 * len(panels), 0.9 + 0.45 * max(2, len(labels)))
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, data) in zip(axes, panels, strict=True):
+    panels = []
+    for title, data in (
+        ("time per case (a batch's time / its size)", per_case),
+        ("request latency (--vl-benchmark)", per_request),
+    ):
         shown = [label for label in labels if data[label]]
+        if not shown:
+            continue
         top = max(v for label in shown for v in data[label])
         unit, scale = ("s", 1.0) if top >= 1 else ("ms", 1e3) if top >= 1e-3 else ("µs", 1e6)
-        title = f"{title} ({unit})"
-        parts = ax.boxplot(
-            [[v * scale for v in data[label]] for label in shown],
-            orientation="horizontal",
-            patch_artist=True,
-            widths=0.6,
-        )
-        for patch, colour in zip(parts["boxes"], _colours(len(shown)), strict=True):
-            patch.set_facecolor(colour)
-            patch.set_alpha(0.6)
-        ax.set_yticks(range(1, len(shown) + 1), [_clip(label) for label in shown])
         values = [v for label in shown for v in data[label] if v > 0]
-        if values and max(values) / min(values) > 100:
-            ax.set_xscale("log")
-        ax.set_title(title, fontsize="medium")
-        ax.grid(axis="x", alpha=0.3)
-    return _png(figure)
+        log = bool(values) and max(values) / min(values) > 100
+        scaled = [v * scale for label in shown for v in data[label]]
+        low, high = _padded(scaled)
+        scale_of = {"logarithmic": True} if log else {"range": (low, high), "zero": low}  # pygal's boxes start at 0
+        chart = _chart("Box", f"{title} ({unit})", 520, 340, box_mode="tukey", **scale_of)
+        for label in shown:
+            chart.add(label, [v * scale for v in data[label] if v > 0 or not log])
+        panels.append(chart)
+    return _svg(panels, 2, "latency") if panels else None
 
 
 def history(points: Sequence[tuple[str, Mapping[str, Any]]]) -> bytes | None:
@@ -148,41 +164,47 @@ def history(points: Sequence[tuple[str, Mapping[str, Any]]]) -> bytes | None:
             if model["label"] not in labels:
                 labels.append(str(model["label"]))
     panels = []
-    for key, title, scale, _ in HISTORY_METRICS:
-        series = {}
-        for label in labels:
-            ys = []
-            for _, record in points:
-                model = next((m for m in record.get("models", []) if m["label"] == label), None)
-                value = None if model is None else (model.get("metrics") or {}).get(key)
-                ys.append(None if value is None else float(value) * scale)
-            if sum(y is not None for y in ys) >= 1:
-                series[label] = ys
-        counted = sum(1 for i in range(len(points)) if any(ys[i] is not None for ys in series.values()))
-        if counted >= 2:
-            panels.append((key, title, series))
-    if not panels:
-        return None
-    columns = 2 if len(panels) > 1 else 1
-    rows = (len(panels) + columns - 1) // columns
-    figure = _figure(6.0 * columns, 2.6 * rows + 0.3)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     ticks = [name if len(name) <= 14 else name[:13] + "…" for name, _ in points]
-    colours = dict(zip(labels, _colours(len(labels)), strict=True))
-    for ax, (_key, title, series) in zip(axes, panels, strict=False):
+    for key, title, scale, _ in HISTORY_METRICS:
+        series = _series(points, labels, key, scale)
+        counted = sum(1 for i in range(len(points)) if any(ys[i] is not None for ys in series.values()))
+        if counted < 2:
+            continue
+        bounds = _padded([y for ys in series.values() for y in ys if y is not None])
+        chart = _chart("Line", title, 520, 300, x_label_rotation=30, dots_size=3, range=bounds)
+        chart.x_labels = ticks
         for label, ys in series.items():
-            xs = [i for i, y in enumerate(ys) if y is not None]
-            ax.plot(xs, [ys[i] for i in xs], marker="o", markersize=4, label=_clip(label, 40), color=colours[label])
-            for i in _new_weights(points, label):
-                if ys[i] is not None:
-                    ax.plot([i], [ys[i]], marker="o", markersize=10, fillstyle="none", color=colours[label])
-        ax.set_title(title, fontsize="medium")
-        ax.set_xticks(range(len(points)), ticks, rotation=30, ha="right", fontsize="small")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize="small")
-    return _png(figure)
+            rings = set(_new_weights(points, label))
+            chart.add(label, [_ring(y) if i in rings and y is not None else y for i, y in enumerate(ys)])
+        panels.append(chart)
+    return _svg(panels, 2, "history") if panels else None
+
+
+def _series(
+    points: Sequence[tuple[str, Mapping[str, Any]]], labels: Sequence[str], key: str, scale: float
+) -> dict[str, list[float | None]]:
+    """Each model's value of metric `key` per run (None where not measured); models never measured left out."""
+    series = {}
+    for label in labels:
+        ys: list[float | None] = []
+        for _, record in points:
+            model = next((m for m in record.get("models", []) if m["label"] == label), None)
+            value = None if model is None else (model.get("metrics") or {}).get(key)
+            ys.append(None if value is None else float(value) * scale)
+        if any(y is not None for y in ys):
+            series[label] = ys
+    return series
+
+
+def _padded(values: Sequence[float]) -> tuple[float, float]:
+    """The y range: the values and 8% of their spread either side (points and whiskers off the frame)."""
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or abs(high) * 0.08 or 1.0
+    return low - pad, high + pad
+
+
+def _ring(value: float) -> dict[str, Any]:
+    return {"value": value, "node": {"r": 7}, "style": "fill: none; stroke-width: 2"}
 
 
 def _new_weights(points: Sequence[tuple[str, Mapping[str, Any]]], label: str) -> list[int]:
