@@ -13,6 +13,12 @@ import httpcore  # noqa: F401
 # pytester's in-process runs drop modules first imported inside them; numpy (pulled in by the caption
 # metrics) cannot be imported twice in one process, so import it once here.
 import numpy  # noqa: F401
+
+# pygal (the report's plots) imports importlib_metadata, which takes the standard library's distribution finder
+# off PathFinder and puts its own on sys.meta_path. In-process pytester runs restore sys.meta_path afterwards, so
+# a run that first wrote a report would leave no finder at all: later runs find no plugin entry points
+# ("unrecognized arguments: --vl-model"). Importing it here keeps importlib_metadata's finder for the session.
+import pygal  # noqa: F401
 import pytest
 
 # The same for scipy (the significance tests cross-check against scipy.stats), when it is installed.
