@@ -143,12 +143,15 @@ def latency_distribution(record: Mapping[str, Any]) -> bytes | None:
         unit, scale = ("s", 1.0) if top >= 1 else ("ms", 1e3) if top >= 1e-3 else ("µs", 1e6)
         values = [v for label in shown for v in data[label] if v > 0]
         log = bool(values) and max(values) / min(values) > 100
-        scaled = [v * scale for label in shown for v in data[label]]
-        low, high = _padded(scaled)
-        scale_of = {"logarithmic": True} if log else {"range": (low, high), "zero": low}  # pygal's boxes start at 0
+        boxes = {label: [v * scale for v in data[label] if v > 0 or not log] for label in shown}
+        if log:
+            scale_of: dict[str, Any] = {"logarithmic": True}
+        else:
+            low, high = _padded([v for box in boxes.values() for v in box])
+            scale_of = {"range": (low, high), "zero": low}  # pygal's boxes start at 0 otherwise
         chart = _chart("Box", f"{title} ({unit})", 520, 340, box_mode="tukey", **scale_of)
-        for label in shown:
-            chart.add(label, [v * scale for v in data[label] if v > 0 or not log])
+        for label, box in boxes.items():
+            chart.add(label, box)
         panels.append(chart)
     return _svg(panels, 2, "latency") if panels else None
 
@@ -165,6 +168,7 @@ def history(points: Sequence[tuple[str, Mapping[str, Any]]]) -> bytes | None:
                 labels.append(str(model["label"]))
     panels = []
     ticks = [name if len(name) <= 14 else name[:13] + "…" for name, _ in points]
+    rings = {label: set(_new_weights(points, label)) for label in labels}  # the same for every metric
     for key, title, scale, _ in HISTORY_METRICS:
         series = _series(points, labels, key, scale)
         counted = sum(1 for i in range(len(points)) if any(ys[i] is not None for ys in series.values()))
@@ -174,8 +178,7 @@ def history(points: Sequence[tuple[str, Mapping[str, Any]]]) -> bytes | None:
         chart = _chart("Line", title, 520, 300, x_label_rotation=30, dots_size=3, range=bounds)
         chart.x_labels = ticks
         for label, ys in series.items():
-            rings = set(_new_weights(points, label))
-            chart.add(label, [_ring(y) if i in rings and y is not None else y for i, y in enumerate(ys)])
+            chart.add(label, [_ring(y) if i in rings[label] and y is not None else y for i, y in enumerate(ys)])
         panels.append(chart)
     return _svg(panels, 2, "history") if panels else None
 
